@@ -1,0 +1,1 @@
+"""Data: reading images, data sources (folders, manifests, public collections), splits, preprocessing, caching."""

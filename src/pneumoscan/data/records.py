@@ -1,0 +1,254 @@
+"""Data sources: turn a folder, a manifest CSV or a public collection into a list of :class:`Record`.
+
+A *data spec* is what the user passes to ``--data``:
+
+- ``PATH`` to a folder in the layout users download (``{train,val,test}/{NORMAL,PNEUMONIA}/*``, the Kaggle layout),
+  or a flat ``{NORMAL,PNEUMONIA}/*`` folder (no split: every image is a holdout / to-be-split image);
+- ``PATH`` to a manifest CSV with columns ``path,label[,split][,patient_id][,subtype][,source]``; relative paths are
+  resolved against the CSV's folder;
+- ``FORMAT:PATH`` for a public collection in its publisher's layout (``nih:/data/ChestX-ray14``); loaders register
+  themselves with :func:`register_source`.
+
+Labels are integers: 0 = NORMAL, 1 = PNEUMONIA, ``None`` = unknown (predict-only).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pneumoscan import CLASS_NAMES
+from pneumoscan.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".tif", ".tiff", ""})
+SPLITS = ("train", "val", "test")
+LABEL_ALIASES = {
+    "normal": 0, "0": 0, "negative": 0, "no finding": 0,
+    "pneumonia": 1, "1": 1, "positive": 1,
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image with what is known about it.
+
+    Attributes:
+        path: absolute path of the image file.
+        label: 0 (NORMAL), 1 (PNEUMONIA) or None when unknown.
+        split: "train", "val", "test" or None when the source has no official split.
+        patient_id: the patient the image belongs to; None when the source does not say (then each image is
+            treated as its own patient, and reports say so).
+        source: short name of the data source (e.g. "kermany", "nih", "folder").
+        subtype: finer finding, e.g. "bacteria" / "virus" for Kermany, used for subgroup metrics.
+        extra: any further per-image attributes a loader wants to keep (view, sex, age, ...), as strings.
+    """
+
+    path: str
+    label: int | None
+    split: str | None = None
+    patient_id: str | None = None
+    source: str = "folder"
+    subtype: str | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def group(self) -> str:
+        """The grouping key for patient-level splits: the patient id, or the file itself when unknown."""
+        return f"{self.source}:{self.patient_id}" if self.patient_id else f"{self.source}:file:{self.path}"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+SourceLoader = Callable[[Path, dict[str, str]], list[Record]]
+_SOURCES: dict[str, SourceLoader] = {}
+_SOURCE_DOCS: dict[str, str] = {}
+
+
+def register_source(name: str, doc: str = "") -> Callable[[SourceLoader], SourceLoader]:
+    """Register a loader for ``--data name:PATH``. Raises on duplicate names."""
+
+    def deco(fn: SourceLoader) -> SourceLoader:
+        if name in _SOURCES:
+            raise ValueError(f"data source '{name}' is registered twice")
+        _SOURCES[name] = fn
+        _SOURCE_DOCS[name] = doc or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
+        return fn
+
+    return deco
+
+
+def available_sources() -> dict[str, str]:
+    """Names of registered source formats with a one-line description."""
+    _import_builtin_sources()
+    return dict(sorted(_SOURCE_DOCS.items()))
+
+
+def _import_builtin_sources() -> None:
+    # The public-collection loaders live in pneumoscan.data.sources (issue 6); importing registers them.
+    try:
+        import pneumoscan.data.sources  # noqa: F401
+    except ModuleNotFoundError as err:  # pragma: no cover - only while the module does not exist yet
+        if err.name != "pneumoscan.data.sources":
+            raise
+
+
+def parse_label(value: str, *, where: str) -> int | None:
+    """Map a label string (NORMAL/PNEUMONIA/0/1, any case) to 0/1; empty means unknown."""
+    text = value.strip().lower()
+    if text == "":
+        return None
+    if text not in LABEL_ALIASES:
+        raise DataError(f"{where}: unknown label '{value}' (expected one of {', '.join(CLASS_NAMES)}, 0 or 1)")
+    return LABEL_ALIASES[text]
+
+
+def load_records(spec: str | Path, options: dict[str, str] | None = None) -> list[Record]:
+    """Load the records named by a data spec (folder, manifest CSV or ``FORMAT:PATH``).
+
+    Args:
+        spec: the ``--data`` value.
+        options: loader options (e.g. label-policy switches for public collections).
+
+    Raises:
+        DataError: the path does not exist, has the wrong layout, or holds no images.
+        ConfigError: an unknown ``FORMAT:`` prefix.
+    """
+    options = options or {}
+    text = str(spec)
+    fmt, sep, rest = text.partition(":")
+    if sep and fmt.isidentifier() and len(fmt) > 1 and not Path(text).exists():
+        _import_builtin_sources()
+        if fmt not in _SOURCES:
+            raise ConfigError(f"unknown data format '{fmt}' in '{text}'; known: {', '.join(sorted(_SOURCES)) or 'none'}")
+        path = Path(rest).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        records = _SOURCES[fmt](path, options)
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        records = load_manifest(path) if path.is_file() else load_folder(path)
+    if not records:
+        raise DataError(f"{text}: no images found")
+    return records
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def load_folder(root: Path, source: str = "folder") -> list[Record]:
+    """Read ``root/{train,val,test}/{NORMAL,PNEUMONIA}/*`` or ``root/{NORMAL,PNEUMONIA}/*``.
+
+    Raises:
+        DataError: neither layout is found, or a split lacks one of the two classes.
+    """
+    root = root.resolve()
+    split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
+    if split_dirs:
+        layout = [(d.name, d) for d in split_dirs]
+    elif any((root / c).is_dir() for c in CLASS_NAMES):
+        layout = [(None, root)]
+    else:
+        raise DataError(
+            f"{root}: wrong layout: expected {{train,val,test}}/{{NORMAL,PNEUMONIA}}/ or {{NORMAL,PNEUMONIA}}/ "
+            f"sub-folders (found: {', '.join(sorted(p.name for p in root.iterdir() if p.is_dir())) or 'no folders'})"
+        )
+    records: list[Record] = []
+    for split, folder in layout:
+        for label, cls in enumerate(CLASS_NAMES):
+            cls_dir = _find_class_dir(folder, cls)
+            files = _list_images(cls_dir) if cls_dir else []
+            if not files and split in (None, "train"):
+                raise DataError(f"{folder / cls}: class folder missing or empty; both NORMAL and PNEUMONIA are needed")
+            for f in files:
+                records.append(Record(str(f), label, split, patient_id_from_filename(f.name), source, _subtype(f.name)))
+    return records
+
+
+def _find_class_dir(folder: Path, cls: str) -> Path | None:
+    for p in folder.iterdir():
+        if p.is_dir() and p.name.upper() == cls:
+            return p
+    return None
+
+
+def patient_id_from_filename(name: str) -> str | None:
+    """Kermany naming: ``person1_bacteria_1`` → ``person1``; ``IM-0001-0001`` → ``IM-0001``;
+    ``NORMAL2-IM-0012-0001`` → ``NORMAL2-IM-0012``. Other names give None (patient unknown)."""
+    stem = Path(name).stem
+    if stem.startswith("person") and "_" in stem:
+        return stem.split("_", 1)[0]
+    parts = stem.split("-")
+    if "IM" in parts:
+        i = parts.index("IM")
+        if len(parts) >= i + 3:
+            return "-".join(parts[: i + 2])
+    return None
+
+
+def _subtype(name: str) -> str | None:
+    low = name.lower()
+    if "bacteria" in low:
+        return "bacteria"
+    if "virus" in low:
+        return "virus"
+    return None
+
+
+def load_manifest(csv_path: Path) -> list[Record]:
+    """Read a manifest CSV: ``path,label[,split][,patient_id][,subtype][,source]``.
+
+    Raises:
+        DataError: the file is not a CSV with at least the ``path`` column, or a row is malformed.
+    """
+    csv_path = csv_path.resolve()
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+            fields = rows[0].keys() if rows else []
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{csv_path}: not a readable CSV manifest ({err})") from err
+    if not rows:
+        raise DataError(f"{csv_path}: manifest has no rows")
+    if "path" not in fields:
+        raise DataError(f"{csv_path}: manifest needs a 'path' column (columns: {', '.join(fields)})")
+    base = csv_path.parent
+    records = []
+    for i, row in enumerate(rows, start=2):
+        where = f"{csv_path}:{i}"
+        rel = (row.get("path") or "").strip()
+        if not rel:
+            raise DataError(f"{where}: empty path")
+        path = Path(rel) if Path(rel).is_absolute() else base / rel
+        split = (row.get("split") or "").strip().lower() or None
+        if split is not None and split not in SPLITS:
+            raise DataError(f"{where}: unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+        records.append(Record(
+            path=str(path),
+            label=parse_label(row.get("label") or "", where=where),
+            split=split,
+            patient_id=(row.get("patient_id") or "").strip() or None,
+            source=(row.get("source") or "").strip() or "manifest",
+            subtype=(row.get("subtype") or "").strip() or None,
+        ))
+    return records
+
+
+def select_split(records: Iterable[Record], split: str) -> list[Record]:
+    """Records of one official split; raises :class:`DataError` when the source has none of it."""
+    out = [r for r in records if r.split == split]
+    if not out:
+        have = sorted({r.split or "none" for r in records})
+        raise DataError(f"no images in split '{split}' (splits present: {', '.join(have)})")
+    return out

@@ -1,0 +1,48 @@
+"""Loaders for public chest X-ray collections in their publishers' layouts (``--data FORMAT:PATH``).
+
+Importing this package registers every loader with :func:`pneumoscan.data.records.register_source`:
+
+======================  ======================================================================
+``kermany``             Kermany/Kaggle pediatric set (``chest_xray/``; or its ``manifest.csv``)
+``nih``                 NIH ChestX-ray14
+``rsna``                RSNA Pneumonia Detection Challenge (stage 2 train)
+``mimic``               MIMIC-CXR-JPG 2.x
+``chexpert``            CheXpert v1.0 / v1.0-small
+``openi``               Open-i Indiana (XML reports or the Kaggle CSV form)
+``montgomery``          Montgomery County TB set (normals only: specificity holdout)
+``shenzhen``            Shenzhen TB set (normals only: specificity holdout)
+``jsrt``                JSRT nodule database (non-nodule images only: specificity holdout)
+``pneumoniamnist``      PneumoniaMNIST / MedMNIST+ ``.npz``
+======================  ======================================================================
+
+Every loader has the signature ``(path: Path, options: dict[str, str]) -> list[Record]``, applies the label policy of
+:mod:`pneumoscan.data.label_policy` (print it with ``describe_policy(spec, options)``), and raises a one-line
+:class:`~pneumoscan.errors.DataError` naming the file or folder when the layout is wrong. Images listed in the
+metadata but missing on disk are skipped with a warning (partial downloads are common).
+
+:func:`parse_data_options` turns repeated ``--data-option key=value`` CLI values into the options dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pneumoscan.data.sources import chexpert, jsrt, kermany, medmnist, mimic, nih, openi, rsna, tb  # noqa: F401
+from pneumoscan.errors import ConfigError
+
+__all__ = ["parse_data_options"]
+
+
+def parse_data_options(pairs: Iterable[str] | None) -> dict[str, str]:
+    """``["views=all", "uncertain=positive"]`` -> ``{"views": "all", "uncertain": "positive"}``.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key.
+    """
+    out: dict[str, str] = {}
+    for item in pairs or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--data-option '{item}' must look like key=value")
+        out[key.strip()] = value.strip()
+    return out

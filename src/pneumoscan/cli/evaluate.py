@@ -1,0 +1,54 @@
+"""``pneumoscan evaluate``: score a trained model on a split or any other data set, with a full report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a model on a labelled data set (writes metrics.json + report)",
+                       description=__doc__)
+    p.add_argument("--checkpoint", help="best.pt of a run, or an .onnx export (default: the shipped model)")
+    p.add_argument("--data", action="append", required=True, metavar="SPEC",
+                   help="folder, manifest CSV (e.g. a run's splits.csv) or FORMAT:PATH; repeatable")
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--split", default="test",
+                   help="official split to use (test, val, train) or 'all'; a source without splits is used whole")
+    p.add_argument("--output", "-o", type=Path, required=True, help="folder for metrics.json, report.html, …")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
+    p.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images in the error gallery")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out unreadable images (counted in the report) instead of stopping")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pneumoscan.inference.evaluate import evaluate_model
+
+    options = dict(item.split("=", 1) for item in args.data_option if "=" in item)
+    metrics = evaluate_model(checkpoint=args.checkpoint, data=args.data, split=args.split, output=args.output,
+                             backend=args.backend, batch_size=args.batch_size, n_bootstrap=args.bootstrap,
+                             heatmaps=not args.no_heatmaps, skip_unreadable=args.skip_unreadable, seed=args.seed,
+                             data_options=options)
+    ci = metrics.get("confidence_intervals", {})
+
+    def fmt(key: str) -> str:
+        v = metrics.get(key)
+        if v is None:
+            return "n/a"
+        c = ci.get(key) or {}
+        band = f" [{c['low']:.3f}, {c['high']:.3f}]" if c.get("low") is not None else ""
+        return f"{v:.3f}{band}"
+
+    print(f"{metrics['n']} images, threshold {metrics['threshold']:.4f}")
+    for key in ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc", "pr_auc"):
+        print(f"  {key:<12} {fmt(key)}")
+    print(f"report: {Path(args.output) / 'report.html'}")
+    return 0

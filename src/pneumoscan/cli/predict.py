@@ -1,0 +1,138 @@
+"""``pneumoscan predict``: probabilities and labels for image files, folders and globs (JPEG, PNG, DICOM)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pneumoscan.errors import DataError
+
+logger = logging.getLogger(__name__)
+FIELDS = ("path", "probability", "label", "threshold", "model", "version", "error")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict pneumonia probability for images", description=__doc__)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    p.add_argument("--checkpoint", help="best.pt of a run or an .onnx export (default: the shipped model)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--output", "-o", type=Path, help="write the results to this file instead of stdout")
+    p.add_argument("--explain", type=Path, metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=run)
+
+
+def expand_paths(items: Sequence[str]) -> list[str]:
+    """Files as given, folders searched recursively for files, globs expanded; order kept, duplicates dropped."""
+    out: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            out += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+        elif path.exists():
+            out.append(item)
+        elif glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise DataError(f"{item}: no files match")
+            out += [m for m in matches if Path(m).is_file()]
+        else:
+            out.append(item)  # reported per file as missing, without stopping the others
+    return list(dict.fromkeys(out))
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pneumoscan.inference.predictor import Predictor
+
+    paths = expand_paths(args.paths)
+    if not paths:
+        raise DataError("no input files")
+    predictor = Predictor.load(args.checkpoint, backend=args.backend)
+    with tqdm(total=len(paths), unit="img", desc="predict", disable=len(paths) < 50 or not sys.stderr.isatty(),
+              leave=False) as bar:
+        results = predictor.predict_sources(paths, batch_size=args.batch_size, progress=bar.update)
+    for r in results:
+        if r.error:
+            logger.error("%s", r.error)
+    if args.explain:
+        _write_heatmaps(predictor, [r for r in results if not r.error], args.explain)
+    text = render([r.to_dict() for r in results], args.format)
+    if args.output:
+        _atomic_write(args.output, text)
+    else:
+        sys.stdout.write(text)
+    failed = sum(1 for r in results if r.error)
+    if failed:
+        print(f"{failed} of {len(results)} images could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def render(rows: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "probability": "" if r["probability"] is None else f"{r['probability']:.6f}",
+                        "error": r["error"] or ""})
+        return buf.getvalue()
+    return _table(rows)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    head = rows[0]
+    width = min(70, max(len(r["path"]) for r in rows))
+    lines = [f"model {head['model']} ({head['version']}), threshold {head['threshold']:.4f}",
+             f"{'path':<{width}}  {'P(pneumonia)':>12}  label"]
+    for r in rows:
+        path = r["path"] if len(r["path"]) <= width else "…" + r["path"][-(width - 1):]
+        if r["error"]:
+            lines.append(f"{path:<{width}}  {'-':>12}  ERROR: {r['error']}")
+        else:
+            lines.append(f"{path:<{width}}  {r['probability']:>12.4f}  {r['label']}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_heatmaps(predictor: Any, results: list[Any], folder: Path) -> None:
+    from pneumoscan.data.io import read_image
+    from pneumoscan.explain.gradcam import explain_prepared, overlay_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for r in results:
+        prepared = predictor.prepare(read_image(r.path))
+        png = overlay_png(prepared, explain_prepared(predictor, prepared))
+        stem = Path(r.path).stem
+        name, k = f"{stem}_gradcam.png", 1
+        while name in used:
+            k += 1
+            name = f"{stem}_{k}_gradcam.png"
+        used.add(name)
+        _atomic_write_bytes(folder / name, png)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,121 @@
+"""Evaluate a model on labelled images: predict with the :class:`Predictor`, then hand the numbers to the report.
+
+The threshold, temperature and operating points come from the model (chosen on validation when it was trained); this
+module never chooses anything on the data it evaluates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoscan.data.records import Record, load_records
+from pneumoscan.errors import DataError
+from pneumoscan.inference.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+
+def select_records(data: Sequence[str], split: str, options: dict[str, str] | None = None) -> tuple[list[Record], str]:
+    """Records to evaluate and a note on how they were chosen.
+
+    ``split`` names an official split; a source that has no split information is used whole (a holdout data set).
+    ``all`` takes every labelled image.
+    """
+    chosen: list[Record] = []
+    notes = []
+    for spec in data:
+        records = load_records(spec, options)
+        has_splits = any(r.split for r in records)
+        if split == "all" or not has_splits:
+            picked = records
+            notes.append(f"{spec}: all {len(records)} images" + ("" if has_splits or split == "all" else
+                                                                   " (the source has no official split)"))
+        else:
+            picked = [r for r in records if r.split == split]
+            if not picked:
+                have = sorted({r.split for r in records if r.split})
+                raise DataError(f"{spec}: no images in split '{split}' (splits present: {', '.join(have)})")
+            notes.append(f"{spec}: split '{split}', {len(picked)} images")
+        chosen += picked
+    unlabelled = [r for r in chosen if r.label is None]
+    if unlabelled:
+        logger.warning("%d images have no label and are left out of the evaluation", len(unlabelled))
+        chosen = [r for r in chosen if r.label is not None]
+    if not chosen:
+        raise DataError("no labelled images to evaluate")
+    return chosen, "; ".join(notes)
+
+
+def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split: str, output: str | Path,
+                   backend: str = "torch", batch_size: int = 32, n_bootstrap: int = 2000, heatmaps: bool = True,
+                   skip_unreadable: bool = False, seed: int = 0,
+                   data_options: dict[str, str] | None = None) -> dict[str, Any]:
+    """Predict on the selected images and write the evaluation report; returns the metrics dict."""
+    from pneumoscan.evaluation.report import write_evaluation_report
+
+    records, note = select_records(data, split, data_options)
+    predictor = Predictor.load(checkpoint, backend=backend)
+    results = predictor.predict_sources([r.path for r in records], batch_size=batch_size,
+                                        progress=_progress_bar(len(records)))
+    failed = [p for p in results if p.error]
+    if failed and not skip_unreadable:
+        more = f" (and {len(failed) - 1} more; --skip-unreadable leaves them out)" if len(failed) > 1 else ""
+        raise DataError(f"{failed[0].error}{more}")
+    keep = [i for i, p in enumerate(results) if not p.error]
+    records = [records[i] for i in keep]
+    probs = np.array([results[i].probability for i in keep], dtype=np.float64)
+    y_true = np.array([r.label for r in records], dtype=np.int64)
+    known = all(r.patient_id for r in records)
+    subgroups = _subgroups(records)
+    info = predictor.info
+    heatmap_fn = _heatmap_fn(predictor) if heatmaps and predictor.model is not None else None
+    return write_evaluation_report(
+        Path(output), y_true=y_true, probs=probs, threshold=info.threshold, threshold_rule=info.threshold_rule,
+        operating_points=info.operating_points or None,
+        groups=[r.group for r in records] if known else None,
+        temperature=info.temperature, paths=[r.path for r in records], subgroups=subgroups,
+        model_info={"name": info.name, "version": info.version, "checkpoint": str(checkpoint or "shipped model"),
+                    "backend": backend, "image_size": info.preprocess.image_size},
+        data_info={"spec": list(data), "split": split, "selection": note, "n_unreadable": len(failed),
+                   "unreadable": [p.error for p in failed][:50],
+                   "patients_known": known},
+        heatmap_fn=heatmap_fn, n_bootstrap=n_bootstrap, seed=seed,
+    )
+
+
+def _subgroups(records: list[Record]) -> dict[str, list[str | None]]:
+    out: dict[str, list[str | None]] = {}
+    if any(r.subtype for r in records):
+        out["subtype"] = [r.subtype or ("normal" if r.label == 0 else None) for r in records]
+    if len({r.source for r in records}) > 1:
+        out["source"] = [r.source for r in records]
+    return out
+
+
+def _heatmap_fn(predictor: Predictor) -> Any:
+    from pneumoscan.data.io import read_image
+    from pneumoscan.explain.gradcam import explain_prepared, overlay_png
+
+    def fn(path: str) -> bytes:
+        prepared = predictor.prepare(read_image(path))
+        return overlay_png(prepared, explain_prepared(predictor, prepared))
+
+    return fn
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="predict", unit="img", leave=False, disable=total < 64)
+
+    def update(n: int) -> None:
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+
+    return update

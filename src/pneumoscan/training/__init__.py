@@ -1,0 +1,1 @@
+"""Training: configuration, the training loop, checkpoints, hardware detection, distributed data parallel."""

@@ -1,0 +1,154 @@
+"""Training configuration: one frozen dataclass, validated on construction, dumped to the run folder and embedded
+in every checkpoint. YAML files (``--config``, and what ``pneumoscan tune`` writes) only supply values."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pneumoscan.errors import ConfigError
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "step", "plateau", "constant")
+BALANCE = ("loss", "sampler", "none")
+THRESHOLD_RULES = ("youden", "max_f1", "sensitivity", "fixed")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation; each part is switched off by setting it to 0.
+
+    Attributes:
+        rotation: maximum rotation in degrees (uniform in ±rotation).
+        hflip: probability of a horizontal flip.
+        zoom: maximum zoom in as a fraction (random resized crop covering 1 − zoom … 1 of the side).
+        translate: maximum shift as a fraction of the side.
+        brightness: maximum additive brightness change (fraction of the range).
+        contrast: maximum multiplicative contrast change (fraction).
+    """
+
+    rotation: float = 10.0
+    hflip: float = 0.5
+    zoom: float = 0.15
+    translate: float = 0.05
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 0:
+                raise ConfigError(f"augment.{f.name} must be >= 0")
+        if self.hflip > 1 or self.zoom >= 1:
+            raise ConfigError("augment.hflip must be <= 1 and augment.zoom < 1")
+
+    def scaled(self, strength: float) -> AugmentConfig:
+        """All magnitudes multiplied by ``strength`` (used by tuning)."""
+        return AugmentConfig(self.rotation * strength, min(1.0, self.hflip * min(strength, 1.0)),
+                             min(0.5, self.zoom * strength), self.translate * strength,
+                             self.brightness * strength, self.contrast * strength)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. See ``pneumoscan train --help`` for each option."""
+
+    data: tuple[str, ...] = ()
+    model: str = "resnet18"
+    image_size: int = 224
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    warmup_epochs: int = 0
+    pretrained: bool = False
+    weights: str | None = None
+    freeze_backbone: bool = False
+    drop_rate: float = 0.0
+    balance: str = "loss"
+    balance_sources: bool = False
+    label_smoothing: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mean: float | None = None
+    std: float | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    patience: int = 5
+    threshold_rule: str = "youden"
+    target_sensitivity: float = 0.95
+    precision: str = "auto"
+    device: str = "auto"
+    workers: int = 0
+    max_train_images: int | None = None
+    data_options: dict[str, str] = field(default_factory=dict)
+    leak_check: str = "warn"
+
+    def __post_init__(self) -> None:
+        def one_of(name: str, options: tuple[str, ...]) -> None:
+            if getattr(self, name) not in options:
+                raise ConfigError(f"{name} '{getattr(self, name)}' is not valid; choose from {', '.join(options)}")
+
+        one_of("optimizer", OPTIMIZERS)
+        one_of("scheduler", SCHEDULERS)
+        one_of("balance", BALANCE)
+        one_of("threshold_rule", THRESHOLD_RULES)
+        one_of("leak_check", ("warn", "error", "off"))
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1")
+        if not (self.lr > 0 and self.weight_decay >= 0):
+            raise ConfigError("lr must be > 0 and weight_decay >= 0")
+        if not 0 < self.target_sensitivity < 1:
+            raise ConfigError("target_sensitivity must be between 0 and 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["data"] = list(self.data)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(data)
+        if "augment" in values and isinstance(values["augment"], dict):
+            aug_known = {f.name for f in dataclasses.fields(AugmentConfig)}
+            bad = sorted(set(values["augment"]) - aug_known)
+            if bad:
+                raise ConfigError(f"unknown augment option(s): {', '.join(bad)}; known: {', '.join(sorted(aug_known))}")
+            values["augment"] = AugmentConfig(**values["augment"])
+        if "data" in values:
+            values["data"] = tuple(values["data"] if isinstance(values["data"], list | tuple) else [values["data"]])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict (values only; never code)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of option: value")
+    return data
+
+
+def dump_config(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,95 @@
+"""One training epoch and batched inference over in-memory uint8 images.
+
+The images are already decoded and resized (:mod:`pneumoscan.data.cache`), so a batch is an index into a uint8
+array: no DataLoader workers compete with the model for the two CPU cores, and nothing can crash inside a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumoscan.data.preprocess import PreprocessConfig
+from pneumoscan.training.hardware import Hardware
+
+
+def autocast(hw: Hardware) -> contextlib.AbstractContextManager[None]:
+    """Autocast context for the resolved precision (a no-op for fp32)."""
+    if hw.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=hw.device_type, dtype=hw.amp_dtype)
+
+
+def to_input(batch: np.ndarray, preprocess: PreprocessConfig, hw: Hardware,
+             augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """uint8 (N, S, S) → normalised float (N, 1, S, S) on the device, augmented when ``augment`` is given."""
+    images = torch.from_numpy(np.ascontiguousarray(batch)).to(hw.device).unsqueeze(1).float().div_(255.0)
+    if augment is not None:
+        images = augment(images)
+    if preprocess.mean != 0.0 or preprocess.std != 1.0:
+        images = (images - preprocess.mean) / preprocess.std
+    if hw.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def batches(indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(indices), batch_size):
+        yield indices[start:start + batch_size]
+
+
+def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, order: np.ndarray, *,
+                    batch_size: int, preprocess: PreprocessConfig, hw: Hardware, optimizer: torch.optim.Optimizer,
+                    loss_fn: nn.Module, augment: Callable[[torch.Tensor], torch.Tensor] | None,
+                    scaler: torch.amp.GradScaler | None = None, label_smoothing: float = 0.0,
+                    progress: object | None = None) -> float:
+    """Train over ``order`` (indices into images/labels) once; returns the mean loss.
+
+    ``progress`` is an optional tqdm bar updated with the running loss.
+    """
+    model.train()
+    total, seen = 0.0, 0
+    for idx in batches(order, batch_size):
+        sorted_idx = np.sort(idx)  # memmap reads are faster in file order; order inside a batch does not matter
+        inputs = to_input(images[sorted_idx], preprocess, hw, augment)
+        targets = torch.from_numpy(labels[sorted_idx].astype(np.float32)).to(hw.device).unsqueeze(1)
+        if label_smoothing:
+            targets = targets * (1 - label_smoothing) + 0.5 * label_smoothing
+        with autocast(hw):
+            logits = model(inputs)
+        loss = loss_fn(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+        if progress is not None:
+            progress.update(len(idx))  # type: ignore[attr-defined]
+            progress.set_postfix(loss=f"{total / seen:.4f}")  # type: ignore[attr-defined]
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray, *, batch_size: int, preprocess: PreprocessConfig,
+                   hw: Hardware) -> np.ndarray:
+    """Logits (N,) for uint8 images (N, S, S), in eval mode; restores the model's previous mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for idx in batches(np.arange(len(images)), batch_size):
+            with autocast(hw):
+                logits = model(to_input(images[idx], preprocess, hw))
+            out.append(logits.float().reshape(-1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

@@ -1,0 +1,97 @@
+"""After training: calibrate and choose the operating points on validation, then mark the run complete.
+
+With the best weights, the validation logits are computed once; a temperature is fitted on them (Guo et al. 2017),
+and the operating points (Youden's J, max F1, target sensitivity) are chosen on the calibrated validation
+probabilities. The rule named by ``threshold_rule`` becomes the model's default threshold. Everything is written into
+``best.pt``, so evaluation and prediction read it from there; the test split plays no part.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pneumoscan.training.checkpoint import load_checkpoint, save_checkpoint
+from pneumoscan.training.engine import predict_logits
+
+if TYPE_CHECKING:
+    from pneumoscan.training.trainer import PreparedData, Trainer
+
+logger = logging.getLogger(__name__)
+
+MIN_CALIBRATION_IMAGES = 50
+
+
+def rule_key(rule: str, target_sensitivity: float) -> str:
+    """Name of an operating point: ``youden``, ``max_f1``, ``sensitivity_95``, ``fixed``."""
+    return f"sensitivity_{round(target_sensitivity * 100)}" if rule == "sensitivity" else rule
+
+
+def choose_operating_points(labels: np.ndarray, logits: np.ndarray, rule: str,
+                            target_sensitivity: float) -> dict[str, Any]:
+    """Temperature, operating points and the default threshold from validation labels and logits."""
+    from pneumoscan.evaluation.calibration import fit_temperature
+    from pneumoscan.evaluation.thresholds import operating_points
+
+    if len(labels) >= MIN_CALIBRATION_IMAGES and len(set(labels.tolist())) == 2:
+        temperature = float(fit_temperature(logits, labels))
+    else:  # a temperature fitted on a handful of images is noise; keep the raw probabilities
+        logger.warning("validation has %d images: too few to fit a temperature; using 1.0", len(labels))
+        temperature = 1.0
+    probs = 1.0 / (1.0 + np.exp(-logits / temperature))
+    points = {k: float(v) for k, v in operating_points(labels, probs, target_sensitivity=target_sensitivity).items()}
+    points["fixed"] = 0.5
+    key = rule_key(rule, target_sensitivity)
+    return {"temperature": temperature, "operating_points": points, "threshold": points[key],
+            "threshold_rule": f"{key} on the patient-grouped validation split ({len(labels)} images)",
+            "val_probs": probs}
+
+
+def finalize_run(run_dir: Path, data: PreparedData, trainer: Trainer, wall_seconds: float) -> None:
+    cfg = trainer.cfg
+    best_path = run_dir / "best.pt"
+    if not best_path.is_file():  # no epoch ever produced a finite ROC-AUC: keep the last weights
+        save_checkpoint(load_checkpoint(run_dir / "last.pt"), best_path)
+    best = load_checkpoint(best_path)
+    trainer.model.load_state_dict(best["state_dict"])
+    labels = data.labels["val"]
+    logits = predict_logits(trainer.model, data.images["val"], batch_size=max(64, cfg.batch_size),
+                            preprocess=trainer.preprocess, hw=trainer.hw)
+    ops = choose_operating_points(labels, logits, cfg.threshold_rule, cfg.target_sensitivity)
+    probs = ops.pop("val_probs")
+    best.update(ops)
+    best["history"] = trainer.history
+    best["data"] = {"train_images": len(data.labels["train"]), "val_images": len(labels),
+                    "sources": [s["spec"] for s in data.info["sources"]]}
+    save_checkpoint(best, best_path)
+    _write_val_predictions(run_dir / "val_predictions.csv", data, logits, probs)
+    summary = {
+        "model": cfg.model, "epochs_run": len(trainer.history), "best_epoch": int(best["epoch"]) + 1,
+        "best_val_roc_auc": best["best_metric"], "threshold": ops["threshold"],
+        "threshold_rule": ops["threshold_rule"], "temperature": ops["temperature"],
+        "operating_points": ops["operating_points"], "wall_seconds": round(wall_seconds, 1),
+        "hardware": trainer.hw.description, "checkpoint": str(best_path),
+    }
+    tmp = run_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    os.replace(tmp, run_dir / "summary.json")
+    logger.info("run complete: best val ROC-AUC %.4f at epoch %d; threshold %.4f (%s)", best["best_metric"],
+                summary["best_epoch"], ops["threshold"], ops["threshold_rule"])
+
+
+def _write_val_predictions(path: Path, data: PreparedData, logits: np.ndarray, probs: np.ndarray) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "logit", "probability", "patient_id"])
+    for r, lg, p in zip(data.splits["val"], logits, probs, strict=True):
+        w.writerow([r.path, r.label, f"{lg:.6f}", f"{p:.6f}", r.patient_id or ""])
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)

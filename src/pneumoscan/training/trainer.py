@@ -1,0 +1,409 @@
+"""``fit``: from a data spec to a run folder with best/last checkpoints, metrics and a chosen threshold.
+
+Run folder::
+
+    config.yaml        resolved TrainConfig
+    data.json          sources, label policies, split sizes, leak check
+    splits.csv         every image with its split (validation carved from train, grouped by patient)
+    metrics.csv        one row per epoch (train loss, val loss, val ROC-AUC, lr, seconds, images/s)
+    last.pt            full state after the latest epoch (for --resume)
+    best.pt            best validation ROC-AUC, with temperature, operating points and threshold (after training)
+    val_predictions.csv
+    summary.json       written last: its presence means the run completed
+
+The test split is never decoded or looked at here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumoscan import CLASS_NAMES, __version__
+from pneumoscan.data.cache import load_or_build
+from pneumoscan.data.preprocess import PreprocessConfig
+from pneumoscan.data.records import Record, load_records
+from pneumoscan.data.splits import make_splits, save_splits, shared_patients
+from pneumoscan.errors import ConfigError, DataError
+from pneumoscan.models.registry import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, count_parameters, create_model
+from pneumoscan.training.augment import BatchAugment
+from pneumoscan.training.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from pneumoscan.training.config import TrainConfig, dump_config
+from pneumoscan.training.distributed import DistInfo, barrier, broadcast_object, cleanup, gather_objects, init_distributed
+from pneumoscan.training.engine import predict_logits, train_one_epoch
+from pneumoscan.training.hardware import Hardware, resolve_hardware
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """Splits plus the decoded train/val images (uint8, N×S×S) and labels."""
+
+    splits: dict[str, list[Record]]
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    info: dict[str, Any]
+
+
+def preprocess_for(cfg: TrainConfig) -> PreprocessConfig:
+    """Normalisation: ImageNet grey statistics for pretrained weights, centred [0, 1] otherwise."""
+    pretrained = cfg.pretrained or cfg.weights is not None
+    mean = cfg.mean if cfg.mean is not None else (IMAGENET_GREY_MEAN if pretrained else 0.5)
+    std = cfg.std if cfg.std is not None else (IMAGENET_GREY_STD if pretrained else 0.25)
+    return PreprocessConfig(image_size=cfg.image_size, mean=mean, std=std)
+
+
+def load_data_records(cfg: TrainConfig) -> tuple[list[Record], list[dict[str, Any]]]:
+    """Read every ``--data`` spec; returns the records and one description (with label policy) per source."""
+    if not cfg.data:
+        raise ConfigError("no --data given")
+    records: list[Record] = []
+    described = []
+    for spec in cfg.data:
+        recs = load_records(spec, dict(cfg.data_options))
+        records += recs
+        described.append({"spec": spec, "n_images": len(recs), "label_policy": _describe_policy(spec, cfg)})
+    return records, described
+
+
+def _describe_policy(spec: str, cfg: TrainConfig) -> Any:
+    try:
+        from pneumoscan.data.label_policy import describe_policy
+    except ImportError:
+        return "folder/manifest labels as given"
+    try:
+        return describe_policy(spec, dict(cfg.data_options))
+    except (KeyError, ValueError, DataError):
+        return "folder/manifest labels as given"
+
+
+def prepare_data(cfg: TrainConfig, cache_dir: Path | None) -> PreparedData:
+    """Load records, split by patient, check for leaks and decode train/val images (through the cache)."""
+    records, sources = load_data_records(cfg)
+    splits = make_splits(records, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    if cfg.max_train_images and len(splits["train"]) > cfg.max_train_images:
+        rng = np.random.default_rng(cfg.seed)
+        keep = np.sort(rng.choice(len(splits["train"]), cfg.max_train_images, replace=False))
+        splits["train"] = [splits["train"][i] for i in keep]
+    leaks = _leak_check(splits, cfg.leak_check)
+    images, labels = {}, {}
+    for name in ("train", "val"):
+        paths = [r.path for r in splits[name]]
+        images[name] = load_or_build(paths, cfg.image_size, cache_dir, cfg.workers)
+        labels[name] = np.array([r.label for r in splits[name]], dtype=np.int64)
+    counts = {k: {"n": len(v), "pneumonia": sum(r.label == 1 for r in v)} for k, v in splits.items()}
+    info = {"sources": sources, "splits": counts, "leak_check": leaks}
+    return PreparedData(splits, images, labels, info)
+
+
+def _leak_check(splits: dict[str, list[Record]], mode: str) -> list[str]:
+    if mode == "off":
+        return []
+    dev = splits["train"] + splits["val"]
+    problems = []
+    try:
+        from pneumoscan.data.audit import quick_leak_check
+
+        problems = list(quick_leak_check(dev, splits["test"]))
+    except ImportError:
+        shared = shared_patients(dev, splits["test"])
+        if shared:
+            problems = [f"{len(shared)} patient ids are in both train/val and test (e.g. {sorted(shared)[0]})"]
+    for p in problems:
+        if mode == "error":
+            raise DataError(f"train/test leak: {p} (use --leak-check warn to continue anyway)")
+        logger.warning("train/test leak check: %s", p)
+    return problems
+
+
+def _sampling_weights(records: list[Record], cfg: TrainConfig) -> np.ndarray | None:
+    """Per-image sampling weights: balance classes (balance=sampler) and/or sources (balance_sources)."""
+    if cfg.balance != "sampler" and not cfg.balance_sources:
+        return None
+    w = np.ones(len(records))
+    keys: list[Any] = []
+    if cfg.balance == "sampler":
+        keys.append(lambda r: r.label)
+    if cfg.balance_sources:
+        keys.append(lambda r: r.source)
+    for key in keys:
+        values = [key(r) for r in records]
+        counts = {v: values.count(v) for v in set(values)}
+        w *= np.array([1.0 / counts[v] for v in values])
+    return w / w.sum()
+
+
+def _epoch_order(n: int, weights: np.ndarray | None, gen: torch.Generator, world: int) -> np.ndarray:
+    if weights is None:
+        order = torch.randperm(n, generator=gen).numpy()
+    else:
+        order = torch.multinomial(torch.from_numpy(weights), n, replacement=True, generator=gen).numpy()
+    return order[: len(order) - len(order) % world] if world > 1 else order
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
+    """Per-epoch LR schedule, with optional linear warm-up for cosine."""
+    if cfg.scheduler == "cosine":
+        warm = cfg.warmup_epochs
+
+        def factor(epoch: int) -> float:
+            if epoch < warm:
+                return (epoch + 1) / (warm + 1)
+            progress = (epoch - warm) / max(1, cfg.epochs - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.epochs // 3), gamma=0.1)
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3, patience=1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _e: 1.0)
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    model = create_model(cfg.model, pretrained=cfg.pretrained, weights=cfg.weights, drop_rate=cfg.drop_rate)
+    if cfg.freeze_backbone:
+        head = model.get_classifier() if hasattr(model, "get_classifier") else model.classifier  # type: ignore
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def _roc_auc(labels: np.ndarray, logits: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(labels.tolist())) < 2 or not np.all(np.isfinite(logits)):
+        return float("nan")
+    return float(roc_auc_score(labels, logits))
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`run` trains from ``start_epoch`` to the end or early stop."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, data: PreparedData, hw: Hardware, dist_info: DistInfo) -> None:
+        self.cfg, self.run_dir, self.data, self.hw, self.dist = cfg, run_dir, data, hw, dist_info
+        self.preprocess = preprocess_for(cfg)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg).to(hw.device)
+        if hw.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net: nn.Module = self.model
+        if dist_info.enabled:
+            self.net = nn.parallel.DistributedDataParallel(self.model)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.scaler = torch.amp.GradScaler("cuda") if hw.amp_dtype is torch.float16 else None
+        labels = data.labels["train"]
+        pos_weight = None
+        if cfg.balance == "loss":
+            n_pos, n_neg = int(labels.sum()), int(len(labels) - labels.sum())
+            pos_weight = torch.tensor([n_neg / max(n_pos, 1)], device=hw.device)
+        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        self.sample_gen = torch.Generator().manual_seed(cfg.seed + 11)
+        self.augment = BatchAugment(cfg.augment, torch.Generator().manual_seed(cfg.seed + 23 + dist_info.rank))
+        a = cfg.augment
+        enabled = any((a.rotation, a.hflip, a.zoom, a.translate, a.brightness, a.contrast))
+        self.augment_fn = self.augment if enabled else None
+        self.weights = _sampling_weights(data.splits["train"], cfg)
+        self.start_epoch, self.best_auc, self.stale, self.history = 0, -1.0, 0, []
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": {"name": self.cfg.model, "num_classes": 1, "in_chans": 1},
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "epoch": epoch,
+            "best_metric": self.best_auc,
+            "stale_epochs": self.stale,
+            "config": self.cfg.to_dict(),
+            "class_names": list(CLASS_NAMES),
+            "preprocess": self.preprocess.to_dict(),
+            "threshold": 0.5,
+            "threshold_rule": "untuned (training in progress)",
+            "operating_points": {},
+            "temperature": 1.0,
+            "rng": {"torch": torch.get_rng_state(), "sampler": self.sample_gen.get_state(),
+                    "augment": self.augment.generator.get_state()},
+            "history": self.history,
+            "version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.sample_gen.set_state(state["rng"]["sampler"])
+        self.augment.generator.set_state(state["rng"]["augment"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.best_auc = float(state["best_metric"])
+        self.stale = int(state.get("stale_epochs", 0))
+        self.history = list(state.get("history", []))
+
+    # -- loop -------------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        from tqdm import tqdm
+
+        images, labels = self.data.images["train"], self.data.labels["train"]
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            order = _epoch_order(len(labels), self.weights, self.sample_gen, self.dist.world_size)
+            shard = order[self.dist.rank::self.dist.world_size]
+            t0 = time.perf_counter()
+            with tqdm(total=len(shard), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="img",
+                      disable=not self.dist.is_main, dynamic_ncols=True) as bar:
+                loss = train_one_epoch(self.net, images, labels, shard, batch_size=self.cfg.batch_size,
+                                       preprocess=self.preprocess, hw=self.hw, optimizer=self.optimizer,
+                                       loss_fn=self.loss_fn, augment=self.augment_fn,
+                                       scaler=self.scaler, label_smoothing=self.cfg.label_smoothing, progress=bar)
+                train_s = time.perf_counter() - t0
+                val_loss, val_auc = self.validate()
+                bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val_loss:.4f}", val_auc=f"{val_auc:.4f}")
+            self._end_epoch(epoch, loss, val_loss, val_auc, train_s, len(order))
+            if self.stale >= self.cfg.patience:
+                logger.info("early stop: no val ROC-AUC improvement for %d epochs", self.stale)
+                break
+
+    def validate(self) -> tuple[float, float]:
+        """Validation loss and ROC-AUC; in DDP each rank scores its share and the results are gathered."""
+        images, labels = self.data.images["val"], self.data.labels["val"]
+        idx = np.arange(self.dist.rank, len(labels), self.dist.world_size)
+        logits = predict_logits(self.model, images[idx], batch_size=max(64, self.cfg.batch_size),
+                                preprocess=self.preprocess, hw=self.hw)
+        parts = gather_objects((idx, logits), self.dist)
+        all_idx = np.concatenate([p[0] for p in parts])
+        all_logits = np.empty(len(labels), dtype=np.float32)
+        all_logits[all_idx] = np.concatenate([p[1] for p in parts])
+        with torch.no_grad():
+            val_loss = float(self.loss_fn(torch.from_numpy(all_logits).unsqueeze(1).to(self.hw.device),
+                                          torch.from_numpy(labels.astype(np.float32)).unsqueeze(1).to(self.hw.device)))
+        return val_loss, _roc_auc(labels, all_logits)
+
+    def _end_epoch(self, epoch: int, loss: float, val_loss: float, val_auc: float, seconds: float, n: int) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_auc if math.isfinite(val_auc) else 0.0)
+        else:
+            self.scheduler.step()
+        improved = math.isfinite(val_auc) and val_auc > self.best_auc
+        if improved:
+            self.best_auc, self.stale = val_auc, 0
+        else:
+            self.stale += 1
+        row = {"epoch": epoch + 1, "train_loss": round(loss, 6), "val_loss": round(val_loss, 6),
+               "val_roc_auc": round(val_auc, 6), "lr": lr, "seconds": round(seconds, 2),
+               "images_per_s": round(n / seconds, 2) if seconds > 0 else None, "best": improved}
+        self.history.append(row)
+        logger.info("epoch %d: loss %.4f val_loss %.4f val_auc %.4f (%.0f img/s)", epoch + 1, loss, val_loss,
+                    val_auc, row["images_per_s"] or 0)
+        if self.dist.is_main:
+            state = self.state(epoch)
+            if improved:
+                save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "scaler")},
+                                self.run_dir / "best.pt")
+            save_checkpoint(state, self.run_dir / "last.pt")
+            write_metrics_csv(self.history, self.run_dir / "metrics.csv")
+        barrier(self.dist)
+
+
+def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
+    """Rewrite the per-epoch CSV atomically."""
+    if not history:
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0].keys()))
+    w.writeheader()
+    w.writerows(history)
+    _atomic_write_text(path, buf.getvalue())
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """Checks the output folder; returns the last checkpoint when resuming."""
+    if resume:
+        last = run_dir / "last.pt"
+        if not last.is_file():
+            raise ConfigError(f"{run_dir}: nothing to resume (no last.pt)")
+        return load_checkpoint(last)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir}: output folder is not empty; use --resume to continue it or choose another")
+    return None
+
+
+def fit(cfg: TrainConfig, output: str | Path, *, resume: bool = False, cache_dir: Path | None = None) -> Path:
+    """Train a model as configured and return the run folder.
+
+    Data problems are found before the run folder is created, so a failed start leaves nothing that looks like a run.
+    With ``resume=True`` the configuration stored in ``last.pt`` is used (``epochs`` and ``patience`` may be raised
+    from ``cfg``), and training continues from the next epoch with optimizer, scheduler and RNG states restored.
+    """
+    run_dir = Path(output)
+    hw = resolve_hardware(cfg.device, cfg.precision)
+    dist_info = init_distributed(hw.device_type)
+    try:
+        resumed = _prepare_run_dir(run_dir, resume)
+        if resumed is not None:
+            saved = TrainConfig.from_dict(resumed["config"])
+            cfg = saved.replace(epochs=max(cfg.epochs, saved.epochs), patience=max(cfg.patience, saved.patience))
+        data = prepare_data(cfg, cache_dir)
+        if dist_info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, run_dir / "config.yaml")
+            save_splits(data.splits, run_dir / "splits.csv")
+            info = {**data.info, "hardware": hw.description, "world_size": dist_info.world_size,
+                    "pneumoscan": __version__, "torch": torch.__version__}
+            _atomic_write_text(run_dir / "data.json", json.dumps(info, indent=2, default=str))
+        barrier(dist_info)
+        trainer = Trainer(cfg, run_dir, data, hw, dist_info)
+        if resumed is not None:
+            trainer.restore(resumed)
+            logger.info("resuming %s at epoch %d", run_dir, trainer.start_epoch + 1)
+        logger.info("model %s (%.2f M params) on %s; train %d / val %d images", cfg.model,
+                    count_parameters(trainer.model) / 1e6, hw.description, len(data.labels["train"]),
+                    len(data.labels["val"]))
+        started = time.perf_counter()
+        trainer.run()
+        if dist_info.is_main:
+            from pneumoscan.training.finalize import finalize_run
+
+            finalize_run(run_dir, data, trainer, wall_seconds=time.perf_counter() - started)
+        barrier(dist_info)
+        broadcast_object(None, dist_info)
+        return run_dir
+    finally:
+        cleanup(dist_info)

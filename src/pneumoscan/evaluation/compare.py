@@ -152,10 +152,12 @@ def compare_models(
         n_resamples, n_resamples_used, se, ci_low, ci_high``; None when skipped), ``ci`` and ``notes``.
 
     Raises:
-        DataError: invalid inputs, fewer than 2 images of a class. ConfigError: invalid ``ci``.
+        DataError: invalid inputs, fewer than 2 images of a class. ConfigError: invalid ``ci`` or ``n_resamples``.
     """
     if not 0.0 < ci < 1.0:
         raise ConfigError(f"ci must be in (0, 1), got {ci}")
+    if n_resamples < 0:
+        raise ConfigError(f"n_resamples must be >= 0, got {n_resamples}")
     y, pa = check_binary_inputs(y_true, probs_a, name="probs_a")
     _, pb = check_binary_inputs(y, probs_b, name="probs_b")
     out: dict[str, object] = {"n": int(y.size), "n_positive": int(y.sum()), "n_negative": int(y.size - y.sum())}
@@ -172,6 +174,6 @@ def compare_models(
     if groups is None:
         notes.append("image-level: patients unknown")
     out["notes"] = notes
-    logger.info("AUC %.4f vs %.4f: difference %+.4f, p = %.3g", out["auc_a"], out["auc_b"], out["difference"],
+    logger.debug("AUC %.4f vs %.4f: difference %+.4f, p = %.3g", out["auc_a"], out["auc_b"], out["difference"],
                 out["p_value"])
     return out

@@ -22,11 +22,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def synthetic(n: int = 240, seed: int = 0) -> dict[str, object]:
-    """Labels, logits from a known temperature, patients with 2 images each, Kermany-like subtypes."""
+    """Labels drawn from sigmoid(logit / 2) (so temperature 2 calibrates), 2 images per patient, Kermany subtypes."""
     rng = np.random.default_rng(seed)
-    y = (rng.random(n) < 0.6).astype(int)
-    logits = rng.normal(3.0 * (2 * y - 1), 2.5)
     temperature = 2.0
+    logits = rng.normal(1.0, 5.0, size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logits / temperature))).astype(int)
     subtype = np.where(y == 0, "normal", np.where(rng.random(n) < 0.6, "bacteria", "virus"))
     return {
         "y_true": y,
@@ -164,3 +164,10 @@ def test_no_torch_import() -> None:
             "pneumoscan.cli.compare; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_plots_return_png_even_for_one_class() -> None:
+    y, p = np.ones(20, dtype=int), np.linspace(0.05, 0.95, 20)
+    for png in (plots.roc_curve_png(y, p, threshold=0.5), plots.pr_curve_png(y, p, operating_points={"a": 0.3}),
+                plots.histogram_png(y, p), plots.reliability_png(y, p), plots.confusion_matrix_png([[0, 0], [5, 15]])):
+        assert png.startswith(PNG)

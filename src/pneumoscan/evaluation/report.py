@@ -45,7 +45,7 @@ RULE_DESCRIPTIONS = {
     "youden": "maximises Youden's J (sensitivity + specificity − 1)",
     "max_f1": "maximises F1",
     "sensitivity": "highest threshold reaching the target sensitivity (screening)",
-    "fixed": "fixed at 0.5",
+    "fixed": "a fixed value, not chosen from data",
 }
 HEADLINE = ("accuracy", "recall", "specificity", "precision", "npv", "f1", "balanced_accuracy", "roc_auc", "pr_auc")
 LABELS = {
@@ -355,7 +355,7 @@ def _summary_md(doc: Mapping[str, object]) -> str:
         f"# Evaluation: {doc['model'].get('name', 'model')}",
         "",
         f"- Images: {doc['n']} ({doc['n_positive']} PNEUMONIA, {doc['n_negative']} NORMAL); "
-        + (f"patients: {doc['n_patients']}" if doc["patients_known"] else f"patients unknown ({IMAGE_LEVEL_NOTE})"),
+        + (f"patients: {doc['n_patients']}" if doc["patients_known"] else IMAGE_LEVEL_NOTE),
         f"- Threshold: {doc['threshold']:.4f}, rule: {_rule_text(str(doc['threshold_rule']))}; "
         "predicted PNEUMONIA when probability >= threshold",
         (f"- 95% confidence intervals: percentile bootstrap, {ci_info['n_resamples']} resamples by {ci_info['unit']}"
@@ -375,12 +375,12 @@ _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1180px;
 padding:1.5rem;color:#1b1f24;line-height:1.45}
 h1{margin:0 0 .3rem}h2{border-bottom:2px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.6rem 0}th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:right}
-th{background:#f3f5f7}td:first-child,th:first-child{text-align:left}
+table{border-collapse:collapse;margin:.6rem 0}th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;
+vertical-align:top}th{background:#f3f5f7}td.num{text-align:right;white-space:nowrap}
 .meta{color:#57606a;font-size:.92rem}.meta dt{font-weight:600;float:left;clear:left;width:10rem}
 .meta dd{margin:0 0 .15rem 10.5rem}.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:100%;
 border:1px solid #eaeef2}.gallery{display:flex;flex-wrap:wrap;gap:.8rem}.card{width:230px;font-size:.8rem;
-border:1px solid #d0d7de;padding:.4rem;word-break:break-all}.card img{width:224px;height:auto;display:block}
+border:1px solid #d0d7de;padding:.4rem;overflow-wrap:anywhere}.card img{width:224px;height:auto;display:block}
 .noimg{width:224px;height:120px;background:#f3f5f7;display:flex;align-items:center;justify-content:center;
 color:#8c959f}.note{color:#57606a;font-size:.9rem}.warn{color:#9a6700}
 """
@@ -406,9 +406,15 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt, quote=True)}">'
 
 
+def _cell(value: object) -> str:
+    numeric = value is None or isinstance(value, int | float) or (isinstance(value, str) and value[:1] in "0123456789—")
+    attr = ' class="num"' if numeric else ""
+    return f"<td{attr}>{html.escape(_fmt(value))}</td>"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]], table_id: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     ident = f' id="{html.escape(table_id, quote=True)}"' if table_id else ""
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -461,7 +467,8 @@ def _html_operating_points(doc: Mapping[str, object]) -> str:
 
 def _html_figures(doc: Mapping[str, object], figures: Mapping[str, bytes]) -> str:
     cal = doc["calibration"]
-    cal_rows = [("after" if cal["before_temperature_scaling"] else "model", cal["ece"], cal["brier"])]
+    label = "after temperature scaling" if cal["before_temperature_scaling"] else "model"
+    cal_rows = [(label, cal["ece"], cal["brier"])]
     if cal["before_temperature_scaling"]:
         before = cal["before_temperature_scaling"]
         cal_rows.insert(0, ("before temperature scaling", before["ece"], before["brier"]))
@@ -502,7 +509,7 @@ def _html_subgroups(doc: Mapping[str, object]) -> str:
 
 def _html_gallery(gallery: Mapping[str, list[dict]], heatmaps: bool) -> str:
     parts = ["<h2>Most confident errors</h2>",
-             f'<p class="note">{"Grad-CAM overlays" if heatmaps else "Thumbnails"} of the false positives with the '
+             f'<p class="note">{"Heatmap overlays" if heatmaps else "Thumbnails"} of the false positives with the '
              "highest and the false negatives with the lowest probability of PNEUMONIA.</p>"]
     for kind, title in (("false_positives", "False positives (true NORMAL)"),
                         ("false_negatives", "False negatives (true PNEUMONIA)")):

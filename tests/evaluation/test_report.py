@@ -14,6 +14,7 @@ import pytest
 
 from pneumoscan.errors import DataError
 from pneumoscan.evaluation import plots
+from pneumoscan.evaluation.calibration import expected_calibration_error
 from pneumoscan.evaluation.report import write_evaluation_report
 
 FILES = ("metrics.json", "predictions.csv", "roc.png", "pr.png", "confusion_matrix.png", "calibration.png",
@@ -131,11 +132,15 @@ def test_gallery_falls_back_when_heatmap_or_file_fails(tmp_path: Path) -> None:
     def broken(path: str) -> bytes:
         raise RuntimeError("no gradients")
 
-    make_report(tmp_path, heatmap_fn=broken, operating_points=None, n_bootstrap=0)
+    make_report(tmp_path, heatmap_fn=broken, operating_points=None, n_bootstrap=0, logits=None)
     page = (tmp_path / "report.html").read_text()
     assert "no image" in page  # files do not exist: neither overlay nor thumbnail, the report is still written
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["confidence_intervals"] is None and doc["operating_points"] == {}
+    # without logits, the probabilities before temperature scaling are recovered from probs and T
+    data = synthetic()
+    before = expected_calibration_error(data["y_true"], 1 / (1 + np.exp(-data["logits"])), 15)
+    assert doc["calibration"]["before_temperature_scaling"]["ece"] == pytest.approx(before, abs=1e-9)
 
 
 def test_gallery_thumbnails_from_files(tmp_path: Path) -> None:

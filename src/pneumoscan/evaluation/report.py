@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
+from scipy.special import logit as scipy_logit
 
 from pneumoscan import CLASS_NAMES, __version__
 from pneumoscan.errors import DataError, PneumoError
@@ -135,6 +137,16 @@ def _check_length(name: str, values: Sequence[object] | np.ndarray | None, n: in
         raise DataError(f"{name} has {len(values)} entries for {n} images")
 
 
+def _uncalibrated(p: np.ndarray, logits: np.ndarray | None, temperature: float) -> np.ndarray:
+    """Probabilities before temperature scaling: ``sigmoid(logit)``; without logits, ``p = sigmoid(z / T)`` is
+    inverted exactly as ``sigmoid(T · logit(p))``."""
+    if logits is not None:
+        return apply_temperature(logits, 1.0)
+    apply_temperature([0.0], temperature)  # validates the temperature
+    with np.errstate(divide="ignore"):
+        return expit(float(temperature) * scipy_logit(p))
+
+
 def _prepare(
     y_true: ArrayLike, probs: ArrayLike, threshold: float, paths: Sequence[str] | None,
     groups: Sequence[Hashable | None] | None, logits: ArrayLike | None, temperature: float | None,
@@ -150,8 +162,8 @@ def _prepare(
     if z is not None and not np.isfinite(z).all():
         raise DataError("logits contain NaN or infinite values")
     p_uncal = None if probs_uncalibrated is None else check_binary_inputs(y, probs_uncalibrated)[1]
-    if p_uncal is None and z is not None and temperature is not None and temperature != 1.0:
-        p_uncal = apply_temperature(z, 1.0)
+    if p_uncal is None and temperature is not None and temperature != 1.0:
+        p_uncal = _uncalibrated(p, z, temperature)
     return _Inputs(
         y=y, p=p, threshold=check_threshold(threshold),
         paths=[str(s) for s in paths] if paths is not None else [f"image_{i:05d}" for i in range(n)],
@@ -344,8 +356,11 @@ def _ci_text(ci: Mapping[str, object] | None) -> str:
 
 
 def _rule_text(rule: str) -> str:
+    """The rule as given, with a plain-words description of the known rule it starts with (``sensitivity_95 on
+    the validation split`` -> the sensitivity rule)."""
     base = rule.split(":")[0].split(" ")[0]
-    return f"{rule} ({RULE_DESCRIPTIONS[base]})" if base in RULE_DESCRIPTIONS else rule
+    known = next((k for k in RULE_DESCRIPTIONS if base == k or base.startswith(f"{k}_")), None)
+    return f"{rule} ({RULE_DESCRIPTIONS[known]})" if known else rule
 
 
 def _summary_md(doc: Mapping[str, object]) -> str:
@@ -574,7 +589,9 @@ def write_evaluation_report(
             "image-level: patients unknown".
         logits: raw model outputs; added to predictions.csv, and used for the "before" calibration when a
             ``temperature`` is given without ``probs_uncalibrated``.
-        temperature: the temperature the model applies (``probs = sigmoid(logits / T)``), shown in the report.
+        temperature: the temperature the model applies (``probs = sigmoid(logits / T)``), shown in the report. When
+            it is not 1 and neither ``logits`` nor ``probs_uncalibrated`` are given, the probabilities before scaling
+            are recovered exactly as ``sigmoid(T · logit(probs))`` for the before/after calibration comparison.
         probs_uncalibrated: probabilities before temperature scaling, for the before/after calibration comparison.
         paths: image path per row (for predictions.csv and the error gallery); None: rows are numbered.
         subgroups: per-image attributes to break metrics down by, e.g. ``{"subtype": [...], "source": [...]}``; None

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 from pneumoscan.data.records import load_records
-from pneumoscan.errors import DataError
+from pneumoscan.errors import ConfigError, DataError
 from tests.fixtures import write_dicom, write_jpeg, write_png
 
 IMG = np.full((8, 8), 100, dtype=np.uint8)
@@ -95,6 +95,14 @@ def test_kermany_manifest_keeps_sha256(tmp_path: Path) -> None:
     assert [(r.label, r.split, r.patient_id, r.subtype, r.source) for r in records] == [
         (0, "train", "IM-0001", "normal", "kermany"), (1, "test", "person2", "virus", "kermany")]
     assert records[0].extra["sha256"] == "ab" * 32
+
+
+def test_options_for_other_sources_are_ignored_typos_are_not(tmp_path: Path) -> None:
+    root = make_kermany(tmp_path)
+    assert load_records(f"kermany:{root}", {"dicom_meta": "yes", "uncertain": "positive"})  # rsna / mimic options
+    with pytest.raises(ConfigError) as err:
+        load_records(f"kermany:{root}", {"view": "all"})
+    assert_one_line(err, "view", "views")
 
 
 def test_kermany_wrong_layout_names_the_folder(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import io
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +21,35 @@ logger = logging.getLogger(__name__)
 
 #: Options every loader accepts: the label-policy switches and the cache folder.
 COMMON_OPTIONS = frozenset({*SWITCHES, "cache_dir"})
+#: Options only some loaders use. Another loader ignores them (with a log line), so that one ``--data-option`` set can
+#: serve several ``--data`` specs; a key known to no loader is an error (most likely a typo).
+LOADER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "rsna": ("dicom_meta",),
+    "mimic": ("labeler",),
+    "jsrt": ("invert",),
+    "pneumoniamnist": ("size",),
+}
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 YES = frozenset({"1", "yes", "true", "on"})
 NO = frozenset({"0", "no", "false", "off"})
 
 
-def check_options(source: str, options: dict[str, str], extra: Iterable[str] = ()) -> None:
-    """Reject option keys that no loader of ``source`` understands (a typo would otherwise be silently ignored).
+def check_options(source: str, options: dict[str, str]) -> None:
+    """Reject option keys that no loader understands (a typo would otherwise be silently ignored).
+
+    Keys meant for another loader (:data:`LOADER_OPTIONS`) are ignored with a log line.
 
     Raises:
-        ConfigError: an unknown key, with the valid keys listed.
+        ConfigError: a key known to no loader, with the valid keys listed.
     """
-    valid = COMMON_OPTIONS | set(extra)
-    unknown = sorted(set(options) - valid)
+    mine = COMMON_OPTIONS | set(LOADER_OPTIONS.get(source, ()))
+    known = COMMON_OPTIONS.union(*LOADER_OPTIONS.values())
+    unknown = sorted(set(options) - known)
     if unknown:
-        raise ConfigError(
-            f"unknown data option(s) for '{source}': {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
-        )
+        raise ConfigError(f"unknown data option(s) {', '.join(unknown)} for '{source}'; valid: "
+                          f"{', '.join(sorted(mine))} (and {', '.join(sorted(known - mine))} for other sources)")
+    for key in sorted(set(options) - mine):
+        logger.info("data option %s does not apply to source '%s'; ignored", key, source)
 
 
 def flag(options: dict[str, str], key: str, default: bool) -> bool:

@@ -30,7 +30,6 @@ from pneumoscan.errors import DataError
 logger = logging.getLogger(__name__)
 
 SOURCE = "jsrt"
-OPTIONS = ("invert",)
 SIDE = 2048
 RAW_BYTES = SIDE * SIDE * 2
 MAX_VALUE = 4095
@@ -49,7 +48,7 @@ def load_jsrt(path: Path, options: dict[str, str]) -> list[Record]:
     Raises:
         DataError: no JSRT image found.
     """
-    check_options(SOURCE, options, OPTIONS)
+    check_options(SOURCE, options)
     policy = policy_for(SOURCE, options)
     invert = flag(options, "invert", True)
     files = _find_images(path)

@@ -32,7 +32,6 @@ from pneumoscan.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 SOURCE = "pneumoniamnist"
-OPTIONS = ("size",)
 SPLITS = (("train", "train"), ("val", "val"), ("test", "test"))
 _FILE = re.compile(r"^pneumoniamnist(?:_(\d+))?\.npz$")
 _DONE = ".complete"
@@ -51,7 +50,7 @@ def load_pneumoniamnist(path: Path, options: dict[str, str]) -> list[Record]:
         DataError: no npz file, or one without the expected arrays.
         ConfigError: the requested size is not present.
     """
-    check_options(SOURCE, options, OPTIONS)
+    check_options(SOURCE, options)
     npz = _pick_file(path, options.get("size"))
     folder = _materialise(npz, cache_root(options) / SOURCE)
     records = []

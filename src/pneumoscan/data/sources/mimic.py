@@ -34,7 +34,6 @@ from pneumoscan.data.sources._common import (
 logger = logging.getLogger(__name__)
 
 SOURCE = "mimic"
-OPTIONS = ("labeler",)
 PREFIX = "mimic-cxr-2.0.0"
 SPLITS = {"train": "train", "validate": "val", "test": "test"}
 
@@ -50,7 +49,7 @@ def load_mimic(path: Path, options: dict[str, str]) -> list[Record]:
     Raises:
         DataError: a CSV is missing or lacks columns, a label value is malformed, or no listed image exists.
     """
-    check_options(SOURCE, options, OPTIONS)
+    check_options(SOURCE, options)
     policy = policy_for(SOURCE, options)
     labeler = choice(options, "labeler", ("chexpert", "negbio"), "chexpert")
     labels = _study_labels(find_first(path, (f"{PREFIX}-{labeler}.csv",), f"MIMIC {labeler} label CSV"))

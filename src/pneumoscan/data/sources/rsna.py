@@ -27,7 +27,6 @@ from pneumoscan.errors import DataError
 logger = logging.getLogger(__name__)
 
 SOURCE = "rsna"
-OPTIONS = ("dicom_meta",)
 CLASSES = {"Lung Opacity": "lung_opacity", "Normal": "normal", "No Lung Opacity / Not Normal": "not_normal"}
 
 
@@ -44,7 +43,7 @@ def load_rsna(path: Path, options: dict[str, str]) -> list[Record]:
     Raises:
         DataError: missing CSV/columns/image folder, or class info that contradicts Target.
     """
-    check_options(SOURCE, options, OPTIONS)
+    check_options(SOURCE, options)
     policy = policy_for(SOURCE, options)
     labels_csv = find_first(path, ("stage_2_train_labels.csv", "stage_1_train_labels.csv"), "RSNA train labels CSV")
     stage = labels_csv.name.split("_train")[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
     run_dir = fit(cfg, args.output, resume=args.resume, cache_dir=args.cache_dir)
     summary = run_dir / "summary.json"
-    if summary.is_file():
+    if summary.is_file() and os.environ.get("RANK", "0") == "0":
         print(f"run complete: {run_dir} (best checkpoint {run_dir / 'best.pt'})")
     return 0
 

@@ -57,10 +57,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to load (not a plain-data checkpoint: {str(err).splitlines()[0]})") \
-            from err
+        raise CheckpointError(f"{path}: refused to load (not a plain-data checkpoint: {_first_line(err)})") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0][:200]})") from err
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(err)})") from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a pneumoscan checkpoint (top level is {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
@@ -69,6 +68,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if state["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format {state['format_version']} is newer than this pneumoscan supports")
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]
 
 
 def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

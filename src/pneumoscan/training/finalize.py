@@ -31,7 +31,9 @@ MIN_CALIBRATION_IMAGES = 50
 
 def rule_key(rule: str, target_sensitivity: float) -> str:
     """Name of an operating point: ``youden``, ``max_f1``, ``sensitivity_95``, ``fixed``."""
-    return f"sensitivity_{round(target_sensitivity * 100)}" if rule == "sensitivity" else rule
+    from pneumoscan.evaluation.thresholds import sensitivity_key
+
+    return sensitivity_key(target_sensitivity) if rule == "sensitivity" else rule
 
 
 def choose_operating_points(labels: np.ndarray, logits: np.ndarray, rule: str,

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install pneumoscan with every extra into a virtual environment and run the default test suite.
+# Used as-is by CI (.ci/run). Needs only Python 3.11; installs Debian's chromium for the browser tests when it can.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e ".[all,dev]"
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian chromium for the browser tests ..."
+    (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }) \
+      || echo "could not install chromium: browser tests will be skipped"
+  else
+    echo "chromium not found and cannot be installed here: browser tests will be skipped"
+  fi
+fi
+export HF_HUB_OFFLINE=1
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,201 @@
+"""End-to-end training: run folder contents, checkpoints, resume, early stopping, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pneumoscan.cli.main import main
+from pneumoscan.training.checkpoint import load_checkpoint
+from tests.fixtures import write_png
+from tests.training.conftest import train_args
+
+
+def test_train_writes_complete_run(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(train_args(tiny_data, out)) == 0
+    for name in ("config.yaml", "data.json", "splits.csv", "metrics.csv", "best.pt", "last.pt",
+                 "val_predictions.csv", "summary.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"train_loss", "val_loss", "val_roc_auc", "lr", "images_per_s"} <= set(rows[0])
+    best = torch.load(out / "best.pt", weights_only=True)  # plain data: loads without unpickling code
+    assert best["model"]["name"] == "cnn" and best["preprocess"]["image_size"] == 32
+    assert 0.0 < best["threshold"] < 1.0 and "validation" in best["threshold_rule"]
+    assert set(best["operating_points"]) >= {"youden", "max_f1", "sensitivity_95", "fixed"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 2
+
+
+def test_splits_are_patient_grouped_and_test_untouched(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(train_args(tiny_data, out, "--epochs", "1")) == 0
+    rows = list(csv.DictReader((out / "splits.csv").open()))
+    by_split: dict[str, set[str]] = {}
+    for r in rows:
+        by_split.setdefault(r["split"], set()).add(r["patient_id"])
+    assert by_split["train"].isdisjoint(by_split["val"])
+    test_paths = {r["path"] for r in rows if r["split"] == "test"}
+    assert test_paths and all("/test/" in p for p in test_paths)
+    assert {r["label"] for r in rows if r["split"] == "val"} == {"0", "1"}
+
+
+def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted after epoch 2 of 4, then resumed == 4 epochs in one go (same weights, same losses)."""
+    from pneumoscan.training import trainer as trainer_mod
+
+    full = tmp_path / "full"
+    assert main(train_args(tiny_data, full, "--epochs", "4", "--patience", "10")) == 0
+    part = tmp_path / "part"
+    original = trainer_mod.Trainer._end_epoch
+
+    def interrupt_after_second(self: trainer_mod.Trainer, epoch: int, *args: object) -> None:
+        original(self, epoch, *args)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", interrupt_after_second)
+    assert main(train_args(tiny_data, part, "--epochs", "4", "--patience", "10")) == 130
+    assert not (part / "summary.json").exists(), "an interrupted run must not look complete"
+    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", original)
+    assert main(["train", "--output", str(part), "--resume", "--cache-dir", str(tmp_path / "cache")]) == 0
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(v, b["state_dict"][k], msg=k)
+    la = [r["train_loss"] for r in csv.DictReader((full / "metrics.csv").open())]
+    lb = [r["train_loss"] for r in csv.DictReader((part / "metrics.csv").open())]
+    assert la == lb
+
+
+def test_resume_restores_optimizer_and_scheduler(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(train_args(tiny_data, out, "--epochs", "2")) == 0
+    state = load_checkpoint(out / "last.pt")
+    assert state["optimizer"]["state"], "optimizer moments saved"
+    assert state["scheduler"]["last_epoch"] == 2
+
+
+def test_output_folder_must_be_empty_without_resume(tiny_data: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "something").write_text("x")
+    assert main(train_args(tiny_data, out)) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_early_stopping(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # lr so small nothing improves after the first epoch's AUC: patience 1 stops after epoch 2 or 3
+    assert main(train_args(tiny_data, out, "--epochs", "8", "--patience", "1", "--lr", "1e-9",
+                           "--no-augment")) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) < 8
+
+
+def test_training_learns_the_synthetic_finding(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(train_args(tiny_data, out, "--epochs", "6", "--lr", "3e-3", "--patience", "10")) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert max(float(r["val_roc_auc"]) for r in rows) > 0.8
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "empty file"),
+    (b"this is not an image", "not an image"),
+])
+def test_bad_image_stops_training_with_one_line(tiny_data: Path, tmp_path: Path, content: bytes, problem: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    bad = data / "train" / "NORMAL" / "IM-9999-0001.png"
+    bad.write_bytes(content)
+    out = tmp_path / "run"
+    assert main(train_args(data, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and problem in err[0]
+    assert not out.exists(), "no half-written run folder"
+
+
+def test_truncated_jpeg_is_reported(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from tests.fixtures import write_jpeg
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    bad = write_jpeg(data / "train" / "PNEUMONIA" / "person999_virus_1.jpeg", (64, 64))
+    bad.write_bytes(bad.read_bytes()[:200])
+    assert main(train_args(data, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "truncated" in err.lower()
+
+
+@pytest.mark.parametrize("layout", ["missing_class", "wrong_layout", "no_images"])
+def test_bad_layouts(tmp_path: Path, layout: str, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    if layout == "missing_class":
+        write_png(data / "train" / "NORMAL" / "IM-0001-0001.png", (32, 32))
+    elif layout == "wrong_layout":
+        write_png(data / "images" / "a.png", (32, 32))
+    else:
+        (data / "train" / "NORMAL").mkdir(parents=True)
+        (data / "train" / "PNEUMONIA").mkdir(parents=True)
+    assert main(train_args(data, tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and str(data) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_model_lists_choices(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(train_args(tiny_data, tmp_path / "run", "--model", "alexnet")) == 2
+    assert "resnet18" in capsys.readouterr().err
+
+
+def test_manifest_input(tiny_data: Path, tmp_path: Path) -> None:
+    rows = ["path,label,split,patient_id"]
+    for p in sorted(tiny_data.rglob("*.png")):
+        split, label = p.parent.parent.name, p.parent.name
+        rows.append(f"{p},{label},{split},{p.stem.split('_')[0].rsplit('-', 1)[0]}")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    assert main(train_args(manifest, tmp_path / "run", "--epochs", "1")) == 0
+
+
+def test_config_file_and_overrides(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: cnn\nlr: 0.002\nepochs: 1\naugment: {rotation: 0, hflip: 0}\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--data", str(tiny_data), "--image-size", "32",
+                 "--output", str(out), "--cache-dir", str(tmp_path / "cache"), "--workers", "1"]) == 0
+    state = load_checkpoint(out / "best.pt")
+    assert state["config"]["lr"] == 0.002 and state["config"]["augment"]["rotation"] == 0
+
+
+def test_bad_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rate: 0.1\n")
+    assert main(["train", "--config", str(cfg), "--data", str(tmp_path), "--output", str(tmp_path / "r")]) == 2
+    assert "unknown training option(s): learning_rate" in capsys.readouterr().err
+
+
+def test_image_cache_is_reused_and_invalidated(tiny_data: Path, tmp_path: Path) -> None:
+    from pneumoscan.data.cache import load_or_build
+
+    paths = [str(p) for p in sorted(tiny_data.rglob("*.png"))[:6]]
+    a = load_or_build(paths, 32, tmp_path, workers=1)
+    b = load_or_build(paths, 32, tmp_path, workers=1)
+    assert isinstance(b, np.memmap) and np.array_equal(a, b)
+    assert len(list((tmp_path / "images").glob("*.npy"))) == 1
+    load_or_build(paths, 40, tmp_path, workers=1)  # other preprocessing -> new cache
+    assert len(list((tmp_path / "images").glob("*.npy"))) == 2

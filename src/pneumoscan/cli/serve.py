@@ -1,0 +1,84 @@
+"""``pneumoscan serve``: the REST API and web page (FastAPI + uvicorn) for one model.
+
+Options override ``PNEUMOSCAN_*`` environment variables (e.g. ``PNEUMOSCAN_API_KEY``, ``PNEUMOSCAN_CHECKPOINT``),
+which override the defaults. With ``--backend onnx`` no PyTorch is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from pneumoscan.errors import ConfigError, require
+
+logger = logging.getLogger(__name__)
+
+# option name -> ServeSettings field; only options given on the command line override the environment.
+_OPTIONS = ("checkpoint", "backend", "device", "precision", "host", "port", "api_key", "max_upload_mb", "max_pixels",
+            "max_files", "batch_size")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``serve`` sub-command."""
+    p = sub.add_parser(
+        "serve", help="serve the REST API and web page", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Endpoints: / (web page), GET /healthz, GET /v1/model, POST /v1/predict (multipart 'files'; "
+               "?heatmap=true, ?preview=true), /docs, /openapi.json.\nResearch use only, not a medical device.",
+    )
+    p.add_argument("--checkpoint", type=Path, help="best.pt or an .onnx export (default: the shipped model)")
+    p.add_argument("--backend", choices=("torch", "onnx"), help="torch (default; heatmaps) or onnx (no PyTorch)")
+    p.add_argument("--device", help="torch device: auto (default), cpu, cuda[:N]")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="torch autocast (default auto)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; anything else exposes the server)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000)")
+    p.add_argument("--api-key", help="require this X-API-Key on /v1 (prefer the PNEUMOSCAN_API_KEY variable: "
+                                     "command lines are visible to other users)")
+    p.add_argument("--max-upload-mb", type=float, help="largest file in MB (default 50)")
+    p.add_argument("--max-pixels", type=int, help="largest decoded image, width x height (default 50,000,000)")
+    p.add_argument("--max-files", type=int, help="most files per request (default 16)")
+    p.add_argument("--batch-size", type=int, help="most images per network call (default 16)")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """``ServeSettings`` from the environment, overridden by the options given on the command line."""
+    from pydantic import ValidationError
+
+    from pneumoscan.serving.settings import ServeSettings
+
+    given = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name, None) is not None}
+    try:
+        return ServeSettings(**given)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid server settings: {problems}") from err
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model (a bad checkpoint is a one-line error, before any port is bound), then serve until stopped."""
+    for module in ("fastapi", "uvicorn", "multipart", "pydantic_settings"):
+        require(module, "serve")
+    import uvicorn
+
+    from pneumoscan.serving.app import create_app
+    from pneumoscan.serving.service import load_predictor
+
+    settings = settings_from_args(args)
+    if not settings.host_is_loopback and not settings.auth_required:
+        logger.warning("serving on %s without an API key: anyone who can reach this address can use the model "
+                       "(set PNEUMOSCAN_API_KEY)", settings.host)
+    predictor = load_predictor(settings)
+    app = create_app(settings, predictor=predictor)
+    print(f"pneumoscan: serving {predictor.info.name} ({predictor.info.version}, {predictor.info.backend}) on "
+          f"http://{_url_host(settings.host)}:{settings.port}/  (Ctrl+C to stop)", flush=True)
+    level = logging.getLogger("pneumoscan").getEffectiveLevel()
+    uvicorn.run(app, host=settings.host, port=settings.port, workers=1, log_level="info" if level <= logging.INFO
+                else "warning", server_header=False, timeout_graceful_shutdown=10)
+    return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

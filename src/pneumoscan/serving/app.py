@@ -1,0 +1,314 @@
+"""The REST API and web page: ``create_app(settings)`` builds a FastAPI application around one loaded model.
+
+Endpoints:
+
+- ``GET /``: the web page (static, no external assets, works offline).
+- ``GET /healthz``: liveness/readiness, always open (no API key).
+- ``GET /v1/model``: the deployed model (name, version, input size, threshold, operating points, metrics).
+- ``POST /v1/predict``: multipart, one or more files under ``files``; ``heatmap=true`` adds Grad-CAM images (torch
+  backend only: 400 otherwise), ``preview=true`` adds the decoded image as PNG (for display: browsers cannot show
+  DICOM).
+- ``GET /docs``: Swagger UI. Offline when a local copy of Swagger UI is installed (the ``swagger-ui-py`` package);
+  otherwise FastAPI's default page, which loads Swagger UI from a CDN and needs internet. ``/openapi.json`` always
+  works.
+
+Errors are JSON ``{"detail": "<file>: <problem>"}``. With one file, a file that cannot be used is answered 413 (too
+many bytes or pixels), 415 (not an image, unsupported format or DICOM variant) or 422 (empty, truncated, corrupt).
+With several files the answer is 200 and each bad file carries ``error`` (probability and label null), so one bad
+file in a batch does not cost the client the others. Too many files, or a body larger than all files at their limit,
+is 413 for the whole request; no files is 422.
+
+Security: ``X-API-Key`` is compared in constant time (``secrets.compare_digest``) when a key is configured; the page
+is served with a strict Content-Security-Policy (only same-origin scripts, styles and images) so it cannot load
+anything from elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Security, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+
+from pneumoscan import __version__
+from pneumoscan.errors import ConfigError, ImageReadError, ImageTooLargeError, PneumoError
+from pneumoscan.inference.predictor import Predictor
+from pneumoscan.serving.schemas import ErrorOut, HealthOut, ModelOut, PredictOut, ResultOut
+from pneumoscan.serving.service import HEATMAPS_NEED_TORCH, InferenceService, Upload, error_status, load_predictor
+from pneumoscan.serving.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-cache",
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "missing or wrong X-API-Key"},
+}
+_FILE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    400: {"model": ErrorOut, "description": "heatmap requested from the onnx backend"},
+    413: {"model": ErrorOut, "description": "file too large (bytes or pixels), too many files"},
+    415: {"model": ErrorOut, "description": "not an image, or an unsupported format / DICOM variant (one file)"},
+    422: {"model": ErrorOut, "description": "no files, or an empty / truncated / corrupt image (one file)"},
+}
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                               description="required when the server was started with an API key")
+
+
+class RequestTooLarge(HTTPException):
+    """The request body is larger than every allowed file together (raised while the body streams in).
+
+    An :class:`HTTPException` so that FastAPI's form parsing passes it through instead of answering 400.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request too large: more than {limit / 1024 / 1024:.0f} MB")
+
+
+class BodySizeLimit:
+    """ASGI middleware refusing bodies over ``limit`` bytes before they are parsed or spooled to disk.
+
+    A declared ``Content-Length`` over the limit is answered 413 at once; a chunked body is counted as it streams
+    and stopped with :class:`RequestTooLarge` when it passes the limit.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            response = JSONResponse({"detail": RequestTooLarge(self.limit).detail}, status_code=413,
+                                    headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise RequestTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+# -- dependencies ----------------------------------------------------------------------------------------------------
+def get_service(request: Request) -> InferenceService:
+    service: InferenceService | None = getattr(request.app.state, "service", None)
+    if service is None:  # only between startup failure and exit, or when the app is used without its lifespan
+        raise HTTPException(503, "model not loaded")
+    return service
+
+
+def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)]) -> None:
+    """Check ``X-API-Key`` when the server has a key (constant-time comparison); no-op otherwise."""
+    settings: ServeSettings = request.app.state.settings
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode("utf-8")
+    if not key:
+        raise HTTPException(401, "missing API key: send it in the X-API-Key header",
+                            headers={"WWW-Authenticate": "APIKey"})
+    if not secrets.compare_digest(key.encode("utf-8"), expected):
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "APIKey"})
+
+
+Service = Annotated[InferenceService, Depends(get_service)]
+
+
+# -- the application ---------------------------------------------------------------------------------------------------
+def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | None = None) -> FastAPI:
+    """Build the application.
+
+    Args:
+        settings: server settings; default: from ``PNEUMOSCAN_*`` environment variables.
+        predictor: an already loaded model (the CLI loads it first so that a bad checkpoint is a one-line error);
+            default: loaded by the lifespan from ``settings``. Either way it is loaded once per process.
+    """
+    settings = settings if settings is not None else ServeSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = predictor if predictor is not None else await anyio.to_thread.run_sync(load_predictor, settings)
+        app.state.service = InferenceService(loaded, settings)
+        logger.info("serving %s (%s) with the %s backend; API key %s", loaded.info.name, loaded.info.version,
+                    loaded.info.backend, "required" if settings.auth_required else "not required")
+        try:
+            yield
+        finally:
+            app.state.service = None
+
+    app = FastAPI(
+        title="pneumoscan",
+        version=__version__,
+        summary="Pneumonia probability for chest X-rays (JPEG, PNG, DICOM). Research use, not a medical device.",
+        lifespan=lifespan,
+        docs_url=None,  # /docs is added below, with local Swagger UI assets when installed
+        redoc_url=None,  # ReDoc is CDN-only
+    )
+    app.state.settings = settings
+    app.state.service = None
+    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
+    _add_exception_handlers(app)
+    _add_docs(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+
+    @app.get("/healthz", response_model=HealthOut, tags=["service"])
+    async def healthz(request: Request) -> HealthOut:
+        """Liveness and readiness (the model is loaded before the server accepts requests); no API key needed."""
+        ready = getattr(request.app.state, "service", None) is not None
+        return HealthOut(status="ok" if ready else "loading", auth_required=settings.auth_required,
+                         pneumoscan_version=__version__)
+
+    @app.get("/v1/model", response_model=ModelOut, tags=["model"], responses=_ERRORS,
+             dependencies=[Depends(require_api_key)])
+    async def model(service: Service) -> ModelOut:
+        """The deployed model: name, version, input size, threshold and rule, operating points, metrics."""
+        return ModelOut(**service.model_dict())
+
+    @app.post("/v1/predict", response_model=PredictOut, tags=["model"], responses=_FILE_ERRORS,
+              dependencies=[Depends(require_api_key)])
+    async def predict(
+        service: Service,
+        files: Annotated[list[UploadFile] | None,
+                         File(description="one or more images: JPEG, PNG, TIFF, BMP, DICOM")] = None,
+        heatmap: Annotated[bool, Query(description="add Grad-CAM heatmap and overlay PNGs (torch only)")] = False,
+        preview: Annotated[bool, Query(description="add the decoded image as PNG, for display")] = False,
+    ) -> PredictOut:
+        """Probability of pneumonia, label and threshold for each uploaded image, in upload order."""
+        started = time.perf_counter()
+        if heatmap and not service.heatmaps_available:
+            raise HTTPException(400, HEATMAPS_NEED_TORCH)
+        if not files:
+            raise HTTPException(422, "no files: upload one or more images in the multipart form field 'files'")
+        if len(files) > settings.max_files:
+            raise HTTPException(413, f"too many files: {len(files)}, at most {settings.max_files} per request")
+        uploads = [await _receive(f, i, settings.max_upload_bytes) for i, f in enumerate(files)]
+        results = await service.predict(uploads, heatmap=heatmap, preview=preview)
+        if len(results) == 1 and results[0].error is not None:
+            err = results[0].error
+            raise HTTPException(error_status(err), str(err))
+        info = service.predictor.info
+        out = PredictOut(model=ModelOut(**service.model_dict()), results=[
+            ResultOut(filename=r.name, probability=r.probability, label=r.label, threshold=info.threshold,
+                      model=info.name, version=info.version, error=None if r.error is None else str(r.error),
+                      **r.images)
+            for r in results])
+        logger.info("predict: %d file(s), %d failed, %.0f ms", len(results),
+                    sum(r.error is not None for r in results), 1000 * (time.perf_counter() - started))
+        return out
+
+    return app
+
+
+async def _receive(upload: UploadFile, index: int, limit: int) -> Upload:
+    """Read one uploaded file, at most ``limit`` bytes (a longer one becomes an error, not a read of all of it)."""
+    name = _safe_name(upload.filename, index)
+    try:
+        data = await upload.read(limit + 1)
+    finally:
+        await upload.close()
+    if len(data) > limit:
+        return Upload(name, b"", ImageTooLargeError(name, f"file too large: more than {limit / 1024 / 1024:g} MB "
+                                                          "(the server's --max-upload-mb)"))
+    return Upload(name, data)
+
+
+def _safe_name(filename: str | None, index: int) -> str:
+    """The base name of an uploaded file, printable and at most 200 characters; ``upload-N`` when absent."""
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if c.isprintable()).strip()[:200]
+    return base or f"upload-{index + 1}"
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
+    """Every error answer is JSON ``{"detail": str}``."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query"))
+            problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+        return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(ImageReadError)
+    async def unreadable(request: Request, exc: ImageReadError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=error_status(exc))
+
+    @app.exception_handler(ConfigError)
+    async def bad_option(request: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(PneumoError)
+    async def other_user_error(request: Request, exc: PneumoError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error (see the server log)"}, status_code=500)
+
+
+def local_swagger_ui() -> Path | None:
+    """Folder of a locally installed Swagger UI 5 (package ``swagger-ui-py``), or None.
+
+    Found without importing the package (its import pulls in web-framework adapters we do not need).
+    """
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        static = Path(location) / "static"
+        if (static / "swagger-ui-bundle.js").is_file() and (static / "swagger-ui.css").is_file():
+            return static
+    return None
+
+
+def _add_docs(app: FastAPI) -> None:
+    assets = local_swagger_ui()
+    if assets is not None:
+        app.mount("/docs/assets", StaticFiles(directory=assets), name="swagger-ui")
+        urls = {"swagger_js_url": "/docs/assets/swagger-ui-bundle.js",
+                "swagger_css_url": "/docs/assets/swagger-ui.css",
+                "swagger_favicon_url": "/docs/assets/favicon-32x32.png"}
+    else:
+        logger.info("Swagger UI is not installed locally (pip install swagger-ui-py): /docs loads it from a CDN and "
+                    "needs internet; /openapi.json works offline")
+        urls = {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="pneumoscan API", **urls)
+
+    app.state.docs_offline = assets is not None

@@ -1,0 +1,75 @@
+"""JSON shapes of the REST API (they are also what /openapi.json documents)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+
+class ModelOut(BaseModel):
+    """The deployed model, as stored with its weights."""
+
+    name: str = Field(description="architecture name")
+    version: str = Field(description="model version (architecture + short hash of the checkpoint)")
+    backend: str = Field(description="'torch' or 'onnx'")
+    image_size: int = Field(description="side of the square model input in pixels")
+    preprocess: dict[str, Any] = Field(description="image_size, mean, std, preprocessing version")
+    threshold: float = Field(description="default decision threshold on the probability")
+    threshold_rule: str = Field(description="how the threshold was chosen")
+    temperature: float = Field(description="calibration temperature: probability = sigmoid(logit / temperature)")
+    class_names: list[str]
+    operating_points: dict[str, float] = Field(description="alternative thresholds by rule")
+    metrics: dict[str, Any] = Field(description="the model card's test metrics, {} when not recorded")
+    heatmaps: bool = Field(description="whether Grad-CAM heatmaps are available (torch backend only)")
+
+
+class ResultOut(BaseModel):
+    """The answer for one uploaded file. Optional fields (error, images) are left out when not set."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "filename": "chest.png", "probability": 0.9132, "label": "PNEUMONIA", "threshold": 0.47,
+        "model": "cnn", "version": "cnn-678518ccb6"}})
+
+    filename: str
+    probability: float | None = Field(description="calibrated probability of pneumonia; null on error")
+    label: str | None = Field(description="class name at the model's threshold; null on error")
+    threshold: float
+    model: str
+    version: str
+    error: str | None = Field(default=None, description="'<file>: <problem>' when this file could not be used")
+    heatmap_png_base64: str | None = Field(
+        default=None, description="Grad-CAM heatmap alone, RGBA PNG (model input size) to draw over the image")
+    overlay_png_base64: str | None = Field(
+        default=None, description="Grad-CAM heatmap blended over the model input, RGB PNG")
+    preview_png_base64: str | None = Field(
+        default=None, description="the decoded grey image (aspect kept, at most 768 px), PNG; for display")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for key in ("error", "heatmap_png_base64", "overlay_png_base64", "preview_png_base64"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+
+class PredictOut(BaseModel):
+    """Answer of ``POST /v1/predict``: the model, and one result per file in upload order."""
+
+    model: ModelOut
+    results: list[ResultOut]
+
+
+class HealthOut(BaseModel):
+    """Answer of ``GET /healthz`` (open even when an API key is required)."""
+
+    status: str = Field(description="'ok' when the model is loaded")
+    auth_required: bool = Field(description="whether /v1 endpoints need the X-API-Key header")
+    pneumoscan_version: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: ``{"detail": "<file>: <problem>"}`` or ``{"detail": "<problem>"}``."""
+
+    detail: str

@@ -1,0 +1,255 @@
+"""The inference service behind the HTTP handlers: decode, batch, run the model once at a time, explain.
+
+Why it is shaped like this:
+
+- The :class:`~pneumoscan.inference.predictor.Predictor` is loaded once per process (in the app's lifespan) and
+  shared by all requests.
+- Nothing CPU-bound runs on the event loop: decoding and the network run in worker threads (``anyio.to_thread``), so
+  ``/healthz`` and other requests stay responsive while a large DICOM is decoded.
+- Decoding is concurrent but bounded (``decode_concurrency``): memory for huge images and CPU for inference stay
+  bounded.
+- The network runs one batch at a time (an ``anyio.Lock``): PyTorch and ONNX Runtime already use every core for one
+  batch, and two batches at once only oversubscribe the cores. Requests that arrive while a batch runs are not just
+  queued but *batched*: whoever takes the lock next scores every image waiting at that moment (up to
+  ``batch_size``) in one call and hands each request its share. Under load this turns N small calls into one larger,
+  more efficient one, without a timer that would add latency when the server is idle.
+- Waiting for the lock happens on the event loop (not in a blocked thread), so a burst of requests cannot exhaust
+  the thread pool.
+- Grad-CAM needs gradients through the shared model, so it runs under the same lock, one request at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import numpy as np
+from PIL import Image
+
+from pneumoscan.data.io import read_image
+from pneumoscan.errors import ConfigError, DicomError, ImageReadError, ImageTooLargeError
+from pneumoscan.inference.predictor import Predictor
+from pneumoscan.serving.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+#: Longest side of the preview image returned for display.
+PREVIEW_MAX_SIDE = 768
+HEATMAPS_NEED_TORCH = ("heatmaps need the torch backend (Grad-CAM uses gradients through the PyTorch model); this "
+                       "server runs the onnx backend: ask without heatmap=true, or serve with --backend torch")
+
+
+def error_status(err: ImageReadError) -> int:
+    """HTTP status for a file that cannot be used: 413 too large, 415 unsupported kind of file, 422 undecodable."""
+    if isinstance(err, ImageTooLargeError):
+        return 413
+    if isinstance(err, DicomError):
+        return 415  # a valid DICOM of a kind we cannot show as grey (palette colour, no pixel data, ...)
+    if err.problem.startswith(("not an image", "unsupported image format")):
+        return 415
+    return 422  # empty, truncated, corrupt
+
+
+@dataclass
+class Upload:
+    """One received file."""
+
+    name: str
+    data: bytes
+    error: ImageReadError | None = None  # set when the upload itself was refused (e.g. too many bytes)
+
+
+@dataclass
+class Decoded:
+    """A file after decoding: the model input, or why there is none."""
+
+    name: str
+    prepared: np.ndarray | None = None  # uint8 (S, S)
+    preview_png: bytes | None = None
+    error: ImageReadError | None = None
+
+
+@dataclass
+class FileResult:
+    """Everything the handler needs to build one ``ResultOut``."""
+
+    name: str
+    probability: float | None = None
+    label: str | None = None
+    error: ImageReadError | None = None
+    images: dict[str, str] = field(default_factory=dict)  # ResultOut field name -> base64 PNG
+
+
+@dataclass(eq=False)  # identity comparison: `job in queue` must not compare arrays
+class _Job:
+    images: np.ndarray  # uint8 (n, S, S)
+    future: asyncio.Future[np.ndarray]
+
+
+class InferenceService:
+    """Turns uploaded bytes into probabilities with one shared :class:`Predictor`.
+
+    Create it inside the running event loop (the app's lifespan): it owns an ``anyio.Lock``.
+    """
+
+    def __init__(self, predictor: Predictor, settings: ServeSettings) -> None:
+        self.predictor = predictor
+        self.settings = settings
+        self._model_lock = anyio.Lock()
+        self._decode_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
+        self._queue: list[_Job] = []
+        self.batches_run = 0
+        self.images_scored = 0
+
+    @property
+    def heatmaps_available(self) -> bool:
+        """Grad-CAM needs the PyTorch model (``predictor.model``), which the onnx backend does not have."""
+        return self.predictor.model is not None
+
+    # -- decoding --------------------------------------------------------------------------------------------
+    def _decode(self, upload: Upload, preview: bool) -> Decoded:
+        if upload.error is not None:
+            return Decoded(upload.name, error=upload.error)
+        try:
+            image = read_image(upload.data, name=upload.name, max_pixels=self.settings.max_pixels)
+        except ImageReadError as err:
+            return Decoded(upload.name, error=err)
+        prepared = self.predictor.prepare(image)
+        return Decoded(upload.name, prepared, _preview_png(image) if preview else None)
+
+    async def decode(self, uploads: list[Upload], *, preview: bool = False) -> list[Decoded]:
+        """Decode and preprocess every upload in worker threads (at most ``decode_concurrency`` at once)."""
+        out: list[Decoded | None] = [None] * len(uploads)
+
+        async def one(i: int, upload: Upload) -> None:
+            out[i] = await anyio.to_thread.run_sync(self._decode, upload, preview, limiter=self._decode_limiter)
+
+        async with anyio.create_task_group() as tg:
+            for i, upload in enumerate(uploads):
+                tg.start_soon(one, i, upload)
+        return [d for d in out if d is not None]
+
+    # -- scoring ---------------------------------------------------------------------------------------------
+    async def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities for uint8 (n, S, S) images, batched with whatever else is waiting."""
+        job = _Job(images, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        try:
+            async with self._model_lock:
+                if not job.future.done():  # else an earlier lock holder already scored it with its own batch
+                    await self._run_waiting()
+        except BaseException:  # cancelled while waiting (client gone): do not score it for nobody
+            if job in self._queue:
+                self._queue.remove(job)
+            raise
+        return await job.future
+
+    async def _run_waiting(self) -> None:
+        """Score the waiting jobs as one batch and settle every job's future (also when the model fails)."""
+        batch = self._take_batch()
+        # Shielded: a cancelled request must not leave the other requests of its batch without an answer.
+        with anyio.CancelScope(shield=True):
+            try:
+                probs = await anyio.to_thread.run_sync(self._run_batch, np.concatenate([j.images for j in batch]))
+            except Exception as err:
+                for j in batch:
+                    j.future.set_exception(err)
+                return
+        start = 0
+        for j in batch:
+            j.future.set_result(probs[start:start + len(j.images)])
+            start += len(j.images)
+
+    def _take_batch(self) -> list[_Job]:
+        """Waiting jobs in arrival order, up to ``batch_size`` images (always at least one job)."""
+        batch: list[_Job] = []
+        total = 0
+        while self._queue:
+            nxt = self._queue[0]
+            if batch and total + len(nxt.images) > self.settings.batch_size:
+                break
+            batch.append(self._queue.pop(0))
+            total += len(nxt.images)
+        return batch
+
+    def _run_batch(self, images: np.ndarray) -> np.ndarray:
+        out = [self.predictor.probabilities_from_prepared(images[i:i + self.settings.batch_size])
+               for i in range(0, len(images), self.settings.batch_size)]
+        self.batches_run += 1
+        self.images_scored += len(images)
+        return np.concatenate(out)
+
+    async def explain(self, prepared: np.ndarray) -> dict[str, str]:
+        """Grad-CAM for one uint8 (S, S) image: base64 PNGs for ``heatmap_png_base64`` and ``overlay_png_base64``."""
+        if not self.heatmaps_available:
+            raise ConfigError(HEATMAPS_NEED_TORCH)
+        async with self._model_lock:
+            return await anyio.to_thread.run_sync(self._explain, prepared)
+
+    def _explain(self, prepared: np.ndarray) -> dict[str, str]:
+        from pneumoscan.explain.gradcam import explain_prepared, heatmap_png, overlay_png
+
+        cam = explain_prepared(self.predictor, prepared)
+        return {"heatmap_png_base64": _b64(heatmap_png(cam)), "overlay_png_base64": _b64(overlay_png(prepared, cam))}
+
+    # -- everything ------------------------------------------------------------------------------------------
+    async def predict(self, uploads: list[Upload], *, heatmap: bool = False, preview: bool = False) -> list[FileResult]:
+        """Score every upload; a file that cannot be used gets ``error`` set and does not affect the others."""
+        if heatmap and not self.heatmaps_available:
+            raise ConfigError(HEATMAPS_NEED_TORCH)
+        decoded = await self.decode(uploads, preview=preview)
+        good = [d for d in decoded if d.prepared is not None]
+        probs = await self.probabilities(np.stack([d.prepared for d in good])) if good else np.zeros(0)
+        by_name = iter(probs)
+        results: list[FileResult] = []
+        for d in decoded:
+            if d.prepared is None:
+                results.append(FileResult(d.name, error=d.error))
+                continue
+            p = float(next(by_name))
+            result = FileResult(d.name, probability=p, label=self.predictor.label_for(p))
+            if d.preview_png is not None:
+                result.images["preview_png_base64"] = _b64(d.preview_png)
+            if heatmap:
+                result.images.update(await self.explain(d.prepared))
+            results.append(result)
+        return results
+
+    def model_dict(self) -> dict[str, Any]:
+        """The fields of ``ModelOut``."""
+        info = self.predictor.info
+        return {
+            "name": info.name, "version": info.version, "backend": info.backend,
+            "image_size": info.preprocess.image_size, "preprocess": info.preprocess.to_dict(),
+            "threshold": info.threshold, "threshold_rule": info.threshold_rule, "temperature": info.temperature,
+            "class_names": list(info.class_names), "operating_points": dict(info.operating_points),
+            "metrics": dict(info.metrics), "heatmaps": self.heatmaps_available,
+        }
+
+
+def load_predictor(settings: ServeSettings) -> Predictor:
+    """Load the model the settings name (onnx backend: no PyTorch import)."""
+    predictor = Predictor.load(settings.checkpoint, backend=settings.backend, device=settings.device,
+                               precision=settings.precision)
+    if settings.backend == "onnx" and predictor.info.backend != "onnx":  # pragma: no cover - Predictor.load's job
+        raise ConfigError("--backend onnx needs an .onnx file")
+    return predictor
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _preview_png(image: np.ndarray) -> bytes:
+    """The decoded [0, 1] grey image as an 8-bit PNG, aspect kept, longest side at most :data:`PREVIEW_MAX_SIDE`."""
+    grey = Image.fromarray(np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8), mode="L")
+    grey.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    grey.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

@@ -1,0 +1,215 @@
+"""ONNX export: a single valid file with metadata, dynamic batch, and the same probabilities as PyTorch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from pneumoscan.cli import export as cli_export
+from pneumoscan.cli.main import main
+from pneumoscan.errors import CheckpointError, ConfigError
+from pneumoscan.export import onnx as export_mod
+from pneumoscan.export.onnx import ExportError, export_onnx
+from pneumoscan.export.onnx_backend import OnnxBackend, model_info_from_metadata
+from pneumoscan.inference.predictor import Predictor
+from tests.fixtures import write_dicom, write_jpeg, write_png
+from tests.serving.support import IMAGE_SIZE, NO_TORCH_MAIN, TinyModel, xray
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def torch_predictor(tiny: TinyModel) -> Predictor:
+    return Predictor.from_checkpoint(tiny.checkpoint, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(tiny: TinyModel) -> Predictor:
+    return Predictor.load(tiny.onnx, backend="onnx")
+
+
+def test_file_is_single_valid_model_with_metadata(tiny: TinyModel, torch_predictor: Predictor) -> None:
+    assert not list(tiny.onnx.parent.glob("*.onnx.data")), "external data file written"
+    assert not list(tiny.onnx.parent.glob(".*.tmp*")), "temporary file left behind"
+    model = onnx.load(str(tiny.onnx))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    info = torch_predictor.info
+    assert meta["model_name"] == info.name == "cnn"
+    assert meta["model_version"] == info.version
+    assert meta["pneumoscan_version"]
+    assert float(meta["threshold"]) == info.threshold
+    assert meta["threshold_rule"] == info.threshold_rule
+    assert float(meta["temperature"]) == info.temperature
+    assert json.loads(meta["operating_points"]) == info.operating_points
+    assert json.loads(meta["class_names"]) == list(info.class_names)
+    pre = json.loads(meta["preprocess"])
+    assert (pre["image_size"], pre["mean"], pre["std"]) == (IMAGE_SIZE, info.preprocess.mean, info.preprocess.std)
+    assert model_info_from_metadata(meta).preprocess == info.preprocess
+    (inp,) = model.graph.input
+    assert inp.name == "image"
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value, "batch axis must be dynamic"
+    assert [d.dim_value for d in dims[1:]] == [1, IMAGE_SIZE, IMAGE_SIZE]
+    assert [o.name for o in model.graph.output] == ["logit", "probability"]
+
+
+def test_onnx_predictor_reports_the_same_model(torch_predictor: Predictor, onnx_predictor: Predictor) -> None:
+    a, b = torch_predictor.info, onnx_predictor.info
+    assert b.backend == "onnx"
+    assert (a.name, a.version, a.preprocess, a.threshold, a.threshold_rule, a.temperature, a.class_names,
+            a.operating_points) == (b.name, b.version, b.preprocess, b.threshold, b.threshold_rule, b.temperature,
+                                    b.class_names, b.operating_points)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7])
+def test_parity_on_random_inputs(torch_predictor: Predictor, onnx_predictor: Predictor, batch: int) -> None:
+    rng = np.random.default_rng(batch)
+    images = rng.integers(0, 256, size=(batch, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    want = torch_predictor.probabilities_from_prepared(images)
+    got = onnx_predictor.probabilities_from_prepared(images)
+    assert got.shape == (batch,)
+    np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+
+
+def test_parity_on_image_files(tmp_path: Path, torch_predictor: Predictor, onnx_predictor: Predictor) -> None:
+    files = [write_png(tmp_path / "a.png", xray(1, 80)), write_png(tmp_path / "b.png", xray(2, 64, positive=False)),
+             write_jpeg(tmp_path / "c.jpeg", xray(3, 96)), write_dicom(tmp_path / "d.dcm", xray(4, 64)),
+             write_dicom(tmp_path / "e.dcm", photometric="MONOCHROME1", bits_stored=12)]
+    want = torch_predictor.predict_sources([str(f) for f in files], batch_size=2)
+    got = onnx_predictor.predict_sources([str(f) for f in files], batch_size=3)
+    for w, g in zip(want, got, strict=True):
+        assert w.error is None and g.error is None
+        assert abs(w.probability - g.probability) <= TOL  # type: ignore[operator]
+        # Same label unless the probability sits within the tolerance of the threshold.
+        if abs(w.probability - w.threshold) > TOL:  # type: ignore[operator]
+            assert w.label == g.label
+
+
+def test_probability_output_is_calibrated(tiny: TinyModel, onnx_predictor: Predictor) -> None:
+    session = ort.InferenceSession(str(tiny.onnx), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, 1, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    logit, prob = session.run(["logit", "probability"], {"image": x})
+    expected = 1 / (1 + np.exp(-logit.astype(np.float64) / onnx_predictor.info.temperature))
+    np.testing.assert_allclose(prob, expected, atol=1e-6)
+
+
+def test_cli_export_torchscript_exporter_and_opset(tiny: TinyModel, tmp_path: Path,
+                                                   torch_predictor: Predictor, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sub" / "ts.onnx"
+    code = main(["export", "--checkpoint", str(tiny.checkpoint), "--format", "onnx", "--output", str(out),
+                 "--exporter", "torchscript", "--opset", "17"])
+    assert code == 0
+    assert "wrote" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
+    images = np.random.default_rng(5).integers(0, 256, size=(4, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    np.testing.assert_allclose(Predictor.load(out).probabilities_from_prepared(images),
+                               torch_predictor.probabilities_from_prepared(images), atol=TOL, rtol=0)
+
+
+def test_failed_verification_keeps_the_old_file(tiny: TinyModel, tmp_path: Path) -> None:
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous")
+    with pytest.raises(ExportError, match="disagrees"):
+        export_onnx(tiny.checkpoint, out, exporter="torchscript", tolerance=-1.0)
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"], "temporary file left behind"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--output", "{tmp}/m.txt"], "must end in .onnx"),
+    (["--output", "{tmp}/m.onnx", "--opset", "7"], "opset must be between"),
+])
+def test_cli_bad_options(tiny: TinyModel, tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
+                         message: str) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(["export", "--checkpoint", str(tiny.checkpoint), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["export", "--checkpoint", str(bad), "--output", str(tmp_path / "m.onnx")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_defaults_match_the_exporter() -> None:
+    assert cli_export.EXPORTERS == export_mod.EXPORTERS
+    assert cli_export.DEFAULT_OPSET == export_mod.DEFAULT_OPSET
+    assert cli_export.DEFAULT_TOLERANCE == export_mod.DEFAULT_TOLERANCE
+
+
+def test_backend_refuses_foreign_and_broken_files(tiny: TinyModel, tmp_path: Path) -> None:
+    model = onnx.load(str(tiny.onnx))
+    del model.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(model, str(foreign))
+    with pytest.raises(CheckpointError, match="not a pneumoscan ONNX export"):
+        OnnxBackend(foreign)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="not a loadable ONNX model"):
+        OnnxBackend(garbage)
+    with pytest.raises(CheckpointError, match="not found"):
+        OnnxBackend(tmp_path / "missing.onnx")
+    with pytest.raises(ConfigError, match="needs an .onnx file"):
+        Predictor.load(tiny.checkpoint, backend="onnx")
+
+
+def test_backend_checks_input_shape(tiny: TinyModel) -> None:
+    backend = OnnxBackend(tiny.onnx)
+    with pytest.raises(ValueError, match="expected input of shape"):
+        backend.logits(np.zeros((1, 1, IMAGE_SIZE + 1, IMAGE_SIZE), dtype=np.float32))
+
+
+def test_newer_format_is_refused(tiny: TinyModel) -> None:
+    model = onnx.load(str(tiny.onnx))
+    meta = {p.key: p.value for p in model.metadata_props}
+    with pytest.raises(CheckpointError, match="newer"):
+        model_info_from_metadata({**meta, "pneumoscan_format": "99"})
+    with pytest.raises(CheckpointError, match="malformed"):
+        model_info_from_metadata({**meta, "preprocess": "{not json"})
+
+
+def test_predicts_without_torch(tiny: TinyModel, tmp_path: Path, onnx_predictor: Predictor) -> None:
+    """The slim install: torch cannot be imported, yet the ONNX model predicts (same number as in-process)."""
+    image = write_png(tmp_path / "x.png", xray(7, 72))
+    code = (
+        "import json, sys\n"
+        "sys.modules['torch'] = None\n"
+        "import pneumoscan.data.io, pneumoscan.data.preprocess, pneumoscan.inference.predictor\n"
+        "import pneumoscan.export.onnx_backend, pneumoscan.serving.app, pneumoscan.cli.serve\n"
+        "from pneumoscan.inference.predictor import Predictor\n"
+        f"p = Predictor.load({str(tiny.onnx)!r}, backend='onnx')\n"
+        f"r = p.predict_sources([{str(image)!r}])[0]\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm')"
+        " and sys.modules[m] is not None)\n"
+        "print(json.dumps({'p': r.probability, 'error': r.error, 'loaded': loaded}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["error"] is None and out["loaded"] == []
+    want = onnx_predictor.predict_sources([str(image)])[0].probability
+    assert out["p"] == pytest.approx(want, abs=1e-7)
+
+
+def test_cli_predict_without_torch(tiny: TinyModel, tmp_path: Path) -> None:
+    """``pneumoscan predict --backend onnx`` in the slim install (the CLI parser must load without torch)."""
+    image = write_png(tmp_path / "x.png", xray(8, 64))
+    done = subprocess.run([sys.executable, "-c", NO_TORCH_MAIN, "predict", "--backend", "onnx", "--checkpoint",
+                           str(tiny.onnx), "--format", "json", str(image)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["error"] is None and 0.0 <= row["probability"] <= 1.0

@@ -70,20 +70,21 @@ def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split:
     records = [records[i] for i in keep]
     probs = np.array([results[i].probability for i in keep], dtype=np.float64)
     y_true = np.array([r.label for r in records], dtype=np.int64)
-    known = all(r.patient_id for r in records)
+    known = sum(1 for r in records if r.patient_id)
     subgroups = _subgroups(records)
     info = predictor.info
     heatmap_fn = _heatmap_fn(predictor) if heatmaps and predictor.model is not None else None
     return write_evaluation_report(
         Path(output), y_true=y_true, probs=probs, threshold=info.threshold, threshold_rule=info.threshold_rule,
         operating_points=info.operating_points or None,
-        groups=[r.group for r in records] if known else None,
+        groups=[r.patient_id for r in records] if known else None,
         temperature=info.temperature, paths=[r.path for r in records], subgroups=subgroups,
         model_info={"name": info.name, "version": info.version, "checkpoint": str(checkpoint or "shipped model"),
                     "backend": backend, "image_size": info.preprocess.image_size},
         data_info={"spec": list(data), "split": split, "selection": note, "n_unreadable": len(failed),
                    "unreadable": [p.error for p in failed][:50],
-                   "patients_known": known},
+                   "patients_known": known == len(records),
+                   "images_with_patient_id": known},
         heatmap_fn=heatmap_fn, n_bootstrap=n_bootstrap, seed=seed,
     )
 

@@ -381,6 +381,7 @@ def fit(cfg: TrainConfig, output: str | Path, *, resume: bool = False, cache_dir
             saved = TrainConfig.from_dict(resumed["config"])
             cfg = saved.replace(epochs=max(cfg.epochs, saved.epochs), patience=max(cfg.patience, saved.patience))
         data = prepare_data(cfg, cache_dir)
+        trainer = Trainer(cfg, run_dir, data, hw, dist_info)  # builds the model: fails before anything is written
         if dist_info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, run_dir / "config.yaml")
@@ -389,7 +390,6 @@ def fit(cfg: TrainConfig, output: str | Path, *, resume: bool = False, cache_dir
                     "pneumoscan": __version__, "torch": torch.__version__}
             _atomic_write_text(run_dir / "data.json", json.dumps(info, indent=2, default=str))
         barrier(dist_info)
-        trainer = Trainer(cfg, run_dir, data, hw, dist_info)
         if resumed is not None:
             trainer.restore(resumed)
             logger.info("resuming %s at epoch %d", run_dir, trainer.start_epoch + 1)

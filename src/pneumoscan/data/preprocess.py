@@ -51,7 +51,8 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
-        return cls(image_size=int(data["image_size"]), mean=float(data.get("mean", 0.0)), std=float(data.get("std", 1.0)))
+        return cls(image_size=int(data["image_size"]), mean=float(data.get("mean", 0.0)),
+                   std=float(data.get("std", 1.0)))
 
 
 def prepare(image: np.ndarray, image_size: int) -> np.ndarray:

@@ -125,7 +125,8 @@ def load_records(spec: str | Path, options: dict[str, str] | None = None) -> lis
     if sep and fmt.isidentifier() and len(fmt) > 1 and not Path(text).exists():
         _import_builtin_sources()
         if fmt not in _SOURCES:
-            raise ConfigError(f"unknown data format '{fmt}' in '{text}'; known: {', '.join(sorted(_SOURCES)) or 'none'}")
+            known = ", ".join(sorted(_SOURCES)) or "none"
+            raise ConfigError(f"unknown data format '{fmt}' in '{text}'; known: {known}")
         path = Path(rest).expanduser()
         if not path.exists():
             raise DataError(f"{path}: no such file or folder")

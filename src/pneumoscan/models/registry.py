@@ -128,8 +128,6 @@ def create_model(name: str, *, pretrained: bool = False, weights: str | Path | N
         if not file.is_file():
             raise PretrainedWeightsError(f"{file}: weights file not found")
         kwargs["pretrained_cfg_overlay"] = {"file": str(file)}
-    else:
-        os.environ.setdefault("HF_HUB_OFFLINE", "0")
     try:
         return timm.create_model(spec.timm_name, pretrained=True, **kwargs)
     except (OSError, RuntimeError, ValueError) as err:

@@ -41,7 +41,14 @@ from pneumoscan.models.registry import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, co
 from pneumoscan.training.augment import BatchAugment
 from pneumoscan.training.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from pneumoscan.training.config import TrainConfig, dump_config
-from pneumoscan.training.distributed import DistInfo, barrier, broadcast_object, cleanup, gather_objects, init_distributed
+from pneumoscan.training.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    cleanup,
+    gather_objects,
+    init_distributed,
+)
 from pneumoscan.training.engine import predict_logits, train_one_epoch
 from pneumoscan.training.hardware import Hardware, resolve_hardware
 

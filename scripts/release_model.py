@@ -1,0 +1,92 @@
+"""Package a trained run as the model shipped inside pneumoscan.
+
+    python scripts/release_model.py --run runs/ref --test-eval runs/ref/test --command "pneumoscan train ..."
+
+Writes ``src/pneumoscan/weights/pneumoscan-<model>-<sha>.pt`` (weights + preprocessing + threshold + temperature +
+the test metrics for the model card, without optimizer state) and ``model.json`` (file names, training command, data
+hashes, seed, metrics). The sha in the file name is the content hash, as torchvision's ``store_model_weights`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from pneumoscan.training.checkpoint import file_digest, load_checkpoint, save_checkpoint
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "pneumoscan" / "weights"
+KEEP = ("format_version", "model", "state_dict", "epoch", "best_metric", "config", "class_names", "preprocess",
+        "threshold", "threshold_rule", "operating_points", "temperature", "history", "version", "created", "data")
+HEADLINE = ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc", "pr_auc")
+
+
+def data_hashes(run: Path) -> dict[str, str]:
+    """sha256 over the sorted (split, file name, file sha256) of every image the run used, per split."""
+    out = {}
+    rows = list(csv.DictReader((run / "splits.csv").open()))
+    for split in ("train", "val", "test"):
+        h = hashlib.sha256()
+        for r in sorted((r for r in rows if r["split"] == split), key=lambda r: r["path"]):
+            h.update(f"{Path(r['path']).name}:{hashlib.sha256(Path(r['path']).read_bytes()).hexdigest()}\n".encode())
+        out[split] = h.hexdigest()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="training run folder (with best.pt, splits.csv)")
+    p.add_argument("--test-eval", type=Path, required=True, help="evaluate output folder on the official test split")
+    p.add_argument("--command", required=True, help="the exact training command, recorded for reproduction")
+    p.add_argument("--onnx", type=Path, help="an ONNX export of the same checkpoint to ship as well")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+
+    state = load_checkpoint(args.run / "best.pt")
+    metrics = json.loads((args.test_eval / "metrics.json").read_text())
+    ci = metrics["confidence_intervals"]["metrics"]
+    card = {k: {"value": metrics[k], "low": ci.get(k, {}).get("low"), "high": ci.get(k, {}).get("high")}
+            for k in HEADLINE}
+    card["n"] = metrics["n"]
+    card["threshold"] = metrics["threshold"]
+    slim = {k: state[k] for k in KEEP if k in state}
+    slim["model_card_metrics"] = card
+    tmp = WEIGHTS / "staging.pt"
+    save_checkpoint(slim, tmp)
+    name = f"pneumoscan-{state['model']['name']}-{file_digest(tmp, 8)}.pt"
+    for old in WEIGHTS.glob("pneumoscan-*"):
+        old.unlink()
+    os.replace(tmp, WEIGHTS / name)
+    info = {
+        "checkpoint": name,
+        "model": state["model"]["name"],
+        "image_size": state["preprocess"]["image_size"],
+        "threshold": state["threshold"],
+        "threshold_rule": state["threshold_rule"],
+        "temperature": state["temperature"],
+        "training_command": args.command,
+        "seed": state["config"]["seed"],
+        "config": state["config"],
+        "data_sha256": data_hashes(args.run),
+        "test_metrics": card,
+        "torch": torch.__version__,
+    }
+    if args.onnx:
+        onnx_name = name.replace(".pt", ".onnx")
+        data = args.onnx.read_bytes()
+        (WEIGHTS / onnx_name).write_bytes(data)
+        info["onnx"] = onnx_name
+    (WEIGHTS / "model.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    print(f"shipped {WEIGHTS / name} ({(WEIGHTS / name).stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -88,6 +88,15 @@ def test_heatmap_and_preview(torch_client: TestClient) -> None:
     assert preview.size == (100, 100) and preview.mode == "L"
 
 
+def test_heatmap_as_form_field(torch_client: TestClient, onnx_client: TestClient) -> None:
+    files = _files(("a.png", png_bytes(1)))
+    (result,) = torch_client.post("/v1/predict", files=files, data={"heatmap": "true"}).json()["results"]
+    assert "overlay_png_base64" in result and "preview_png_base64" not in result
+    assert onnx_client.post("/v1/predict", files=files, data={"heatmap": "true"}).status_code == 400
+    r = torch_client.post("/v1/predict", files=files, data={"heatmap": "perhaps"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("heatmap: expected true or false")
+
+
 def test_onnx_backend_same_numbers_no_heatmap(torch_client: TestClient, onnx_client: TestClient) -> None:
     files = _files(("a.png", png_bytes(4)), ("b.png", png_bytes(5, positive=False)))
     a = torch_client.post("/v1/predict", files=files).json()["results"]
@@ -281,6 +290,9 @@ def test_requests_waiting_together_are_batched(tiny: TinyModel) -> None:
 def test_openapi_and_docs(torch_client: TestClient) -> None:
     schema = torch_client.get("/openapi.json").json()
     assert {"/healthz", "/v1/model", "/v1/predict"} <= set(schema["paths"])
+    body = schema["components"]["schemas"]["Body_predict_v1_predict_post"]
+    assert body["properties"]["files"]["items"]["format"] == "binary"  # Swagger UI shows a file picker
+    assert list(body["properties"]) == ["files"]
     docs = torch_client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     if local_swagger_ui() is not None:  # offline Swagger UI: every asset it references is served here

@@ -5,9 +5,9 @@ Endpoints:
 - ``GET /``: the web page (static, no external assets, works offline).
 - ``GET /healthz``: liveness/readiness, always open (no API key).
 - ``GET /v1/model``: the deployed model (name, version, input size, threshold, operating points, metrics).
-- ``POST /v1/predict``: multipart, one or more files under ``files``; ``heatmap=true`` adds Grad-CAM images (torch
-  backend only: 400 otherwise), ``preview=true`` adds the decoded image as PNG (for display: browsers cannot show
-  DICOM).
+- ``POST /v1/predict``: multipart, one or more files under ``files``; ``heatmap=true`` (query parameter or form
+  field) adds Grad-CAM images (torch backend only: 400 otherwise), ``preview=true`` adds the decoded image as PNG
+  (for display: browsers cannot show DICOM).
 - ``GET /docs``: Swagger UI. Offline when a local copy of Swagger UI is installed (the ``swagger-ui-py`` package);
   otherwise FastAPI's default page, which loads Swagger UI from a CDN and needs internet. ``/openapi.json`` always
   works.
@@ -68,6 +68,7 @@ _FILE_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "no files, or an empty / truncated / corrupt image (one file)"},
 }
 
+NO_FILES = "no files: upload one or more images in the multipart form field 'files'"
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="required when the server was started with an API key")
 
@@ -156,12 +157,13 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = predictor if predictor is not None else await anyio.to_thread.run_sync(load_predictor, settings)
-        app.state.service = InferenceService(loaded, settings)
+        service = app.state.service = InferenceService(loaded, settings)
         logger.info("serving %s (%s) with the %s backend; API key %s", loaded.info.name, loaded.info.version,
                     loaded.info.backend, "required" if settings.auth_required else "not required")
         try:
             yield
         finally:
+            logger.info("scored %d images in %d network calls", service.images_scored, service.batches_run)
             app.state.service = None
 
     app = FastAPI(
@@ -174,6 +176,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     )
     app.state.settings = settings
     app.state.service = None
+    _mark_binary_uploads(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     _add_exception_handlers(app)
     _add_docs(app)
@@ -199,18 +202,26 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     @app.post("/v1/predict", response_model=PredictOut, tags=["model"], responses=_FILE_ERRORS,
               dependencies=[Depends(require_api_key)])
     async def predict(
+        request: Request,
         service: Service,
-        files: Annotated[list[UploadFile] | None,
-                         File(description="one or more images: JPEG, PNG, TIFF, BMP, DICOM")] = None,
+        files: Annotated[list[UploadFile], File(description="one or more images: JPEG, PNG, TIFF, BMP, DICOM")],
         heatmap: Annotated[bool, Query(description="add Grad-CAM heatmap and overlay PNGs (torch only)")] = False,
         preview: Annotated[bool, Query(description="add the decoded image as PNG, for display")] = False,
     ) -> PredictOut:
-        """Probability of pneumonia, label and threshold for each uploaded image, in upload order."""
+        """Probability of pneumonia, label and threshold for each uploaded image, in upload order.
+
+        ``heatmap`` and ``preview`` may be sent as query parameters or as form fields.
+        """
         started = time.perf_counter()
+        # Also accepted as form fields, read from the already parsed form: declared as Form parameters they would
+        # appear in the schema, and Swagger UI would send them with every try.
+        form = await request.form()
+        heatmap = heatmap or _form_flag(form.get("heatmap"), "heatmap")
+        preview = preview or _form_flag(form.get("preview"), "preview")
         if heatmap and not service.heatmaps_available:
             raise HTTPException(400, HEATMAPS_NEED_TORCH)
         if not files:
-            raise HTTPException(422, "no files: upload one or more images in the multipart form field 'files'")
+            raise HTTPException(422, NO_FILES)
         if len(files) > settings.max_files:
             raise HTTPException(413, f"too many files: {len(files)}, at most {settings.max_files} per request")
         uploads = [await _receive(f, i, settings.max_upload_bytes) for i, f in enumerate(files)]
@@ -244,6 +255,18 @@ async def _receive(upload: UploadFile, index: int, limit: int) -> Upload:
     return Upload(name, data)
 
 
+def _form_flag(value: object, name: str) -> bool:
+    """A boolean form field: true/1/yes/on or false/0/no/off (absent is false)."""
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise HTTPException(422, f"{name}: expected true or false, got {str(value)[:40]!r}")
+
+
 def _safe_name(filename: str | None, index: int) -> str:
     """The base name of an uploaded file, printable and at most 200 characters; ``upload-N`` when absent."""
     base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
@@ -258,6 +281,9 @@ def _add_exception_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for e in exc.errors():
+            if tuple(e.get("loc", ())) == ("body", "files") and e.get("type") == "missing":
+                problems.append(NO_FILES)
+                continue
             where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query"))
             problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
         return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
@@ -278,6 +304,32 @@ def _add_exception_handlers(app: FastAPI) -> None:
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("internal error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error (see the server log)"}, status_code=500)
+
+
+def _mark_binary_uploads(app: FastAPI) -> None:
+    """Add ``format: binary`` to upload fields in the OpenAPI schema.
+
+    FastAPI writes OpenAPI 3.1 file fields as ``contentMediaType`` only; Swagger UI then shows a text box instead of
+    a file picker for a list of files. ``format: binary`` (the OpenAPI 3.0 spelling, still valid) fixes that.
+    """
+    generate = app.openapi
+
+    def patch(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "string" and node.get("contentMediaType") == "application/octet-stream":
+                node.setdefault("format", "binary")
+            for value in node.values():
+                patch(value)
+        elif isinstance(node, list):
+            for value in node:
+                patch(value)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            patch(generate())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def local_swagger_ui() -> Path | None:

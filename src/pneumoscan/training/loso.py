@@ -22,6 +22,8 @@ configurations in one table).
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -65,10 +67,12 @@ class Fold:
 
     @property
     def run_name(self) -> str:
+        """Folder of the fold's training run."""
         return f"without-{self.source}"
 
     @property
     def holdout_name(self) -> str:
+        """Folder of the fold's held-out evaluation report."""
         return f"holdout-{self.source}"
 
 
@@ -178,14 +182,13 @@ def _clear_unstarted_run(run_dir: Path) -> None:
 
 
 def train_fold(fold: Fold, cfg: TrainConfig, output: Path, cache_dir: Path | None) -> str:
-    """Train (or resume, or reuse) the fold's model; returns ``trained``, ``resumed`` or ``reused``."""
+    """Train (or resume) the fold's model; returns ``trained``, ``resumed`` or ``skipped`` (already finished)."""
     from pneumoscan.training.trainer import fit
 
     run_dir = output / fold.run_name
     fold_cfg = cfg.replace(data=fold.train)
-    _check_same_config(run_dir, fold_cfg)
     if (run_dir / "summary.json").is_file():
-        return "reused"
+        return "skipped"
     resume = (run_dir / "last.pt").is_file()
     if not resume:
         _clear_unstarted_run(run_dir)
@@ -202,8 +205,6 @@ def _report_complete(folder: Path) -> bool:
 
 
 def _load_metrics(folder: Path) -> dict[str, Any]:
-    import json
-
     return json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
 
 
@@ -213,7 +214,12 @@ def _evaluate(checkpoint: Path, data: Sequence[str], split: str, output: Path, c
     from pneumoscan.inference.evaluate import evaluate_model
 
     if _report_complete(output):
-        return _load_metrics(output)
+        doc = _load_metrics(output)
+        done = doc.get("data") or {}
+        if done.get("spec") == list(data) and done.get("split") == split:
+            return doc
+        logger.info("%s holds an evaluation of other data (%s, split %s); evaluating again", output,
+                    done.get("spec"), done.get("split"))
     return evaluate_model(checkpoint=checkpoint, data=list(data), split=split, output=output,
                           batch_size=max(64, cfg.batch_size), n_bootstrap=options.n_bootstrap,
                           heatmaps=options.heatmaps, skip_unreadable=options.skip_unreadable, seed=cfg.seed,
@@ -221,8 +227,6 @@ def _evaluate(checkpoint: Path, data: Sequence[str], split: str, output: Path, c
 
 
 def _has_test_rows(splits_csv: Path) -> bool:
-    import csv
-
     if not splits_csv.is_file():
         return False
     with splits_csv.open(newline="", encoding="utf-8") as fh:
@@ -281,6 +285,8 @@ def run_loso(cfg: TrainConfig, output: str | Path, options: LosoOptions | None =
     warnings = overlap_warnings(folds)
     for text in warnings:
         logger.warning("loso: %s", text)
+    for fold in folds:  # before any training: a conflict found after hours of training would waste them
+        _check_same_config(output / fold.run_name, cfg.replace(data=fold.train))
     output.mkdir(parents=True, exist_ok=True)
     result = _result_header(cfg, folds, options, warnings)
     for i, fold in enumerate(folds, start=1):
@@ -336,7 +342,7 @@ def format_markdown(result: Mapping[str, Any]) -> str:
     """``loso.md``: one table row per held-out source, then how each held-out set was chosen and any warnings."""
     cfg = result["config"]
     split = result["holdout_split"]
-    chosen = "all labelled images" if split == "all" else "the official test split (whole source when it has none)"
+    chosen = "all labelled images" if split == "all" else "official test split; all images of a source without one"
     lines = [
         "# Leave-one-source-out evaluation", "",
         f"Model `{cfg['model']}`, {cfg['image_size']} px, seed {cfg['seed']}. Each row: a model trained on every "

@@ -17,3 +17,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "kermany224" / "manifest.csv").is_file():
         pytest.skip(f"real data not found at {SHARED_DATA} (set PNEUMOSCAN_SHARED_DATA to its location)")
     return SHARED_DATA
+
+
+def _single_thread_torch() -> None:
+    # Tiny test models run 3-4x faster with one torch thread on a busy 2-core machine (threads wait on each other).
+    try:
+        import torch
+    except ImportError:  # slim (ONNX-only) installs
+        return
+    torch.set_num_threads(1)
+
+
+_single_thread_torch()

@@ -53,7 +53,7 @@ def test_evaluate_on_nih_layout(kermany_run: Path, tmp_path: Path, capsys: pytes
     test = [r for r in load_records(spec) if r.split == "test"]
     assert (doc["n"], doc["n_positive"]) == (len(test), sum(r.label == 1 for r in test))
     assert doc["data"]["spec"] == [spec] and "split 'test'" in doc["data"]["selection"]
-    assert doc["patients_known"] is True and doc["data"]["patients_known"] is True
+    assert doc["patients_known"] is True and doc["data"]["all_patient_ids_known"] is True
     assert doc["n_patients"] == len({r.patient_id for r in test})
     assert doc["confidence_intervals"]["unit"] == "patient"
     assert doc["model"]["checkpoint"] == str(kermany_run / "best.pt")
@@ -72,7 +72,7 @@ def test_evaluate_on_rsna_dicoms_with_heatmaps(kermany_run: Path, tmp_path: Path
     assert "heatmap failed" not in caplog.text and "no thumbnail" not in caplog.text
     assert doc["n"] == len(load_records(spec)) == 12
     assert "no official split" in doc["data"]["selection"] and doc["data"]["n_unreadable"] == 0
-    assert doc["patients_known"] is False and doc["data"]["patients_known"] is False
+    assert doc["patients_known"] is False and doc["data"]["all_patient_ids_known"] is False
     assert doc["confidence_intervals"]["unit"] == "image"
     with (out / "predictions.csv").open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                              backend=args.backend, batch_size=args.batch_size, n_bootstrap=args.bootstrap,
                              heatmaps=not args.no_heatmaps, skip_unreadable=args.skip_unreadable, seed=args.seed,
                              data_options=options)
-    ci = metrics.get("confidence_intervals", {}).get("metrics", {})
+    ci = (metrics.get("confidence_intervals") or {}).get("metrics", {})
 
     def fmt(key: str) -> str:
         v = metrics.get(key)

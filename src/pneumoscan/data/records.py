@@ -246,6 +246,28 @@ def load_manifest(csv_path: Path) -> list[Record]:
     return records
 
 
+def distinct_source_names(records: list[Record], spec: str | Path, seen: set[str]) -> list[Record]:
+    """Rename the source of ``records`` when an earlier ``--data`` spec already used the same name.
+
+    Two plain folders are both source ``folder``; without this their patients (``person1``) would be merged and
+    per-source balancing and reports would see one source. ``seen`` collects the names used so far.
+    """
+    from dataclasses import replace
+
+    names = {r.source for r in records}
+    clash = names & seen
+    if clash:
+        label = Path(str(spec).split(":", 1)[-1]).name or "data"
+        records = [replace(r, source=f"{r.source}-{label}") if r.source in clash else r for r in records]
+        names = {r.source for r in records}
+        k = 2
+        while names & seen:
+            records = [replace(r, source=f"{r.source}-{k}") for r in records]
+            names, k = {r.source for r in records}, k + 1
+    seen |= names
+    return records
+
+
 def select_split(records: Iterable[Record], split: str) -> list[Record]:
     """Records of one official split; raises :class:`DataError` when the source has none of it."""
     out = [r for r in records if r.split == split]

@@ -32,7 +32,8 @@ def grouped_split(records: Sequence[Record], fraction: float, seed: int) -> tupl
 
     if not 0 < fraction < 1:
         raise DataError(f"split fraction must be between 0 and 1, got {fraction}")
-    labels = np.array([r.label if r.label is not None else -1 for r in records])
+    # Stratify by source and label, so that every source is represented in validation in its own class mix.
+    labels = np.array([f"{r.source}|{r.label}" for r in records])
     groups = np.array([r.group for r in records])
     n_splits = max(2, round(1 / fraction))
     n_groups = len(set(groups.tolist()))
@@ -58,9 +59,13 @@ def make_splits(records: Sequence[Record], *, val_fraction: float = 0.15, test_f
     pool = [r for r in labelled if r.split != "test"]
     if not pool:
         raise DataError("no training images: every labelled image is in the test split")
-    if not test:
-        pool, test = grouped_split(pool, test_fraction, seed)
-        logger.info("no official test split: carved %d images (grouped by patient) as test", len(test))
+    for source in sorted({r.source for r in pool} - {r.source for r in test}):
+        own = [r for r in pool if r.source == source]
+        rest, carved = grouped_split(own, test_fraction, seed)
+        pool = [r for r in pool if r.source != source] + rest
+        test += carved
+        logger.info("%s has no official test split: carved %d images (grouped by patient) as test", source,
+                    len(carved))
     train, val = grouped_split(pool, val_fraction, seed + 1)
     out = {
         "train": [replace(r, split="train") for r in train],

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscan.data.records import Record, load_records
+from pneumoscan.data.records import Record, distinct_source_names, load_records
 from pneumoscan.errors import DataError
 from pneumoscan.inference.predictor import Predictor
 
@@ -28,8 +28,9 @@ def select_records(data: Sequence[str], split: str, options: dict[str, str] | No
     """
     chosen: list[Record] = []
     notes = []
+    seen: set[str] = set()
     for spec in data:
-        records = load_records(spec, options)
+        records = distinct_source_names(load_records(spec, options), spec, seen)
         has_splits = any(r.split for r in records)
         if split == "all" or not has_splits:
             picked = records
@@ -77,16 +78,32 @@ def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split:
     return write_evaluation_report(
         Path(output), y_true=y_true, probs=probs, threshold=info.threshold, threshold_rule=info.threshold_rule,
         operating_points=info.operating_points or None,
-        groups=[r.patient_id for r in records] if known else None,
+        groups=[r.group if r.patient_id else None for r in records] if known else None,
         temperature=info.temperature, paths=[r.path for r in records], subgroups=subgroups,
         model_info={"name": info.name, "version": info.version, "checkpoint": str(checkpoint or "shipped model"),
                     "backend": backend, "image_size": info.preprocess.image_size},
         data_info={"spec": list(data), "split": split, "selection": note, "n_unreadable": len(failed),
                    "unreadable": [p.error for p in failed][:50],
-                   "patients_known": known == len(records),
-                   "images_with_patient_id": known},
+                   "all_patient_ids_known": known == len(records),
+                   "images_with_patient_id": known,
+                   "label_policy": _policies(data, data_options)},
         heatmap_fn=heatmap_fn, n_bootstrap=n_bootstrap, seed=seed,
     )
+
+
+def _policies(data: Sequence[str], options: dict[str, str] | None) -> dict[str, str]:
+    """One-line label policy per spec, so a report says what its labels meant."""
+    try:
+        from pneumoscan.data.label_policy import describe_policy
+    except ImportError:
+        return {}
+    out = {}
+    for spec in data:
+        try:
+            out[spec] = str(describe_policy(spec, options or {}).get("summary", ""))
+        except (KeyError, ValueError, DataError):
+            out[spec] = "labels as given by the folder / manifest"
+    return out
 
 
 def _subgroups(records: list[Record]) -> dict[str, list[str | None]]:

@@ -243,7 +243,7 @@ def summarize_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
         "roc_auc": doc.get("roc_auc"), "roc_auc_ci": [auc_ci.get("low"), auc_ci.get("high")],
         "accuracy": doc.get("accuracy"), "sensitivity": doc.get("sensitivity", doc.get("recall")),
         "specificity": doc.get("specificity"), "threshold": doc.get("threshold"),
-        "patients_known": data.get("patients_known", doc.get("patients_known")),
+        "patients_known": data.get("all_patient_ids_known", doc.get("patients_known")),
         "selection": data.get("selection"),
     }
 

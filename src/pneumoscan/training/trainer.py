@@ -34,7 +34,7 @@ from torch import nn
 from pneumoscan import CLASS_NAMES, __version__
 from pneumoscan.data.cache import load_or_build
 from pneumoscan.data.preprocess import PreprocessConfig
-from pneumoscan.data.records import Record, load_records
+from pneumoscan.data.records import Record, distinct_source_names, load_records
 from pneumoscan.data.splits import make_splits, save_splits, shared_patients
 from pneumoscan.errors import ConfigError, DataError
 from pneumoscan.models.registry import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, count_parameters, create_model
@@ -79,8 +79,9 @@ def load_data_records(cfg: TrainConfig) -> tuple[list[Record], list[dict[str, An
         raise ConfigError("no --data given")
     records: list[Record] = []
     described = []
+    seen: set[str] = set()
     for spec in cfg.data:
-        recs = load_records(spec, dict(cfg.data_options))
+        recs = distinct_source_names(load_records(spec, dict(cfg.data_options)), spec, seen)
         records += recs
         described.append({"spec": spec, "n_images": len(recs), "label_policy": _describe_policy(spec, cfg)})
     return records, described
@@ -140,16 +141,18 @@ def _sampling_weights(records: list[Record], cfg: TrainConfig) -> np.ndarray | N
     """Per-image sampling weights: balance classes (balance=sampler) and/or sources (balance_sources)."""
     if cfg.balance != "sampler" and not cfg.balance_sources:
         return None
-    w = np.ones(len(records))
-    keys: list[Any] = []
-    if cfg.balance == "sampler":
-        keys.append(lambda r: r.label)
-    if cfg.balance_sources:
-        keys.append(lambda r: r.source)
-    for key in keys:
-        values = [key(r) for r in records]
-        counts = {v: values.count(v) for v in set(values)}
-        w *= np.array([1.0 / counts[v] for v in values])
+    from collections import Counter
+
+    if cfg.balance == "sampler" and cfg.balance_sources:
+        # every source gets the same share, and within it every class: weight 1 / (classes in source × class count)
+        keys = [(r.source, r.label) for r in records]
+        counts = Counter(keys)
+        classes_in = Counter(source for source, _ in counts)
+        w = np.array([1.0 / (classes_in[s] * counts[(s, lab)]) for s, lab in keys])
+    else:
+        values = [r.label if cfg.balance == "sampler" else r.source for r in records]
+        counts_v = Counter(values)
+        w = np.array([1.0 / counts_v[v] for v in values])
     return w / w.sum()
 
 

@@ -20,7 +20,7 @@ from pneumoscan.export.onnx import ExportError, export_onnx
 from pneumoscan.export.onnx_backend import OnnxBackend, model_info_from_metadata
 from pneumoscan.inference.predictor import Predictor
 from tests.fixtures import write_dicom, write_jpeg, write_png
-from tests.serving.support import IMAGE_SIZE, NO_TORCH_MAIN, TinyModel, xray
+from tests.serving.support import IMAGE_SIZE, NO_TORCH_MAIN, NO_TORCH_PRELUDE, TinyModel, xray
 
 TOL = 1e-4
 
@@ -181,25 +181,50 @@ def test_newer_format_is_refused(tiny: TinyModel) -> None:
         model_info_from_metadata({**meta, "preprocess": "{not json"})
 
 
+def _run_without_torch(code: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", NO_TORCH_PRELUDE + code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_blocker_blocks_torch() -> None:
+    out = _run_without_torch(
+        "import json\n"
+        "try:\n    import torch\n    ok = True\nexcept ImportError:\n    ok = False\n"
+        "print(json.dumps({'imported': ok}))\n")
+    assert out == {"imported": False}
+
+
+def test_serving_path_modules_import_without_torch() -> None:
+    """pneumoscan.data.*, the predictor, the ONNX backend, the server and the CLI parser need no torch."""
+    out = _run_without_torch(
+        "import importlib, json, pkgutil\n"
+        "import pneumoscan.data\n"
+        "names = [m.name for m in pkgutil.walk_packages(pneumoscan.data.__path__, 'pneumoscan.data.')]\n"
+        "names += ['pneumoscan.inference.predictor', 'pneumoscan.export', 'pneumoscan.export.onnx_backend',\n"
+        "          'pneumoscan.serving.app', 'pneumoscan.serving.service', 'pneumoscan.serving.schemas',\n"
+        "          'pneumoscan.serving.settings', 'pneumoscan.cli.serve', 'pneumoscan.cli.export']\n"
+        "failed = {}\n"
+        "for name in names:\n"
+        "    try:\n        importlib.import_module(name)\n"
+        "    except ImportError as err:\n        failed[name] = str(err)\n"
+        "from pneumoscan.cli.main import build_parser\n"
+        "build_parser()\n"
+        "print(json.dumps({'failed': failed, 'count': len(names)}))\n")
+    assert out["failed"] == {} and out["count"] > 10
+
+
 def test_predicts_without_torch(tiny: TinyModel, tmp_path: Path, onnx_predictor: Predictor) -> None:
     """The slim install: torch cannot be imported, yet the ONNX model predicts (same number as in-process)."""
     image = write_png(tmp_path / "x.png", xray(7, 72))
-    code = (
-        "import json, sys\n"
-        "sys.modules['torch'] = None\n"
-        "import pneumoscan.data.io, pneumoscan.data.preprocess, pneumoscan.inference.predictor\n"
-        "import pneumoscan.export.onnx_backend, pneumoscan.serving.app, pneumoscan.cli.serve\n"
+    out = _run_without_torch(
+        "import json\n"
         "from pneumoscan.inference.predictor import Predictor\n"
         f"p = Predictor.load({str(tiny.onnx)!r}, backend='onnx')\n"
         f"r = p.predict_sources([{str(image)!r}])[0]\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm')"
-        " and sys.modules[m] is not None)\n"
-        "print(json.dumps({'p': r.probability, 'error': r.error, 'loaded': loaded}))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["error"] is None and out["loaded"] == []
+        "print(json.dumps({'p': r.probability, 'error': r.error}))\n")
+    assert out["error"] is None
     want = onnx_predictor.predict_sources([str(image)])[0].probability
     assert out["p"] == pytest.approx(want, abs=1e-7)
 

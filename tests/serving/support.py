@@ -25,9 +25,21 @@ from PIL import Image
 from tests.fixtures import make_dataset_folder, make_xray_like, write_dicom
 
 IMAGE_SIZE = 32
-#: Runs ``pneumoscan`` with PyTorch made unimportable, as in ``pip install "pneumoscan[serve,onnx]"``.
-NO_TORCH_MAIN = ("import sys; sys.modules['torch'] = None; from pneumoscan.cli.main import main; "
-                 "sys.exit(main(sys.argv[1:]))")
+#: Python source that makes PyTorch (and what needs it) unimportable, as in ``pip install "pneumoscan[serve,onnx]"``.
+#: A meta-path finder rather than ``sys.modules["torch"] = None``: with the latter, ``"torch" in sys.modules`` is true
+#: and libraries that probe ``sys.modules`` for torch tensors (scipy's array-API helpers) crash, which a real install
+#: without torch never does. Every ``import torch`` still fails, which is what the tests need.
+NO_TORCH_PRELUDE = (
+    "import sys, importlib.abc\n"
+    "class _NoTorch(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'torchvision', 'timm', 'pytorch_grad_cam'):\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r} (blocked: slim install)', name=name)\n"
+    "        return None\n"
+    "sys.meta_path.insert(0, _NoTorch())\n"
+)
+#: Runs ``pneumoscan`` without PyTorch.
+NO_TORCH_MAIN = NO_TORCH_PRELUDE + "from pneumoscan.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
 WITH_TORCH_MAIN = "import sys; from pneumoscan.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -117,7 +129,7 @@ def running_server(args: Sequence[str], log: Path, *, block_torch: bool = False,
     Args:
         args: serve options (``--checkpoint ...``), without host and port.
         log: file receiving the server's stdout and stderr (read it when a test fails).
-        block_torch: run with ``sys.modules["torch"] = None`` (the slim, ONNX-only install).
+        block_torch: run with PyTorch unimportable (:data:`NO_TORCH_PRELUDE`: the slim, ONNX-only install).
         env: extra environment variables (e.g. ``PNEUMOSCAN_API_KEY``).
     """
     import httpx

@@ -1,6 +1,6 @@
 """A real ``pneumoscan serve`` (uvicorn) in a subprocess on a free 127.0.0.1 port.
 
-The server runs the onnx backend with PyTorch made unimportable (``sys.modules["torch"] = None``), which is what
+The server runs the onnx backend with PyTorch made unimportable (``support.NO_TORCH_PRELUDE``), which is what
 ``pip install "pneumoscan[serve,onnx]"`` gives: it proves the whole serving path — CLI, app, backend — needs no torch.
 """
 

@@ -40,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, help="largest decoded image, width x height (default 50,000,000)")
     p.add_argument("--max-files", type=int, help="most files per request (default 16)")
     p.add_argument("--batch-size", type=int, help="most images per network call (default 16)")
+    p.add_argument("--no-access-log", action="store_true", help="do not log every request (uvicorn access log)")
     p.set_defaults(func=run)
 
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
           f"http://{_url_host(settings.host)}:{settings.port}/  (Ctrl+C to stop)", flush=True)
     level = logging.getLogger("pneumoscan").getEffectiveLevel()
     uvicorn.run(app, host=settings.host, port=settings.port, workers=1, log_level="info" if level <= logging.INFO
-                else "warning", server_header=False, timeout_graceful_shutdown=10)
+                else "warning", server_header=False, timeout_graceful_shutdown=10, access_log=not args.no_access_log)
     return 0
 
 

@@ -141,7 +141,8 @@ class OnnxBackend:
         options.log_severity_level = 3  # errors only: warnings about unused initialisers are noise here
         if not spin:
             # Idle intra-op threads busy-wait by default; in a server they then steal the cores that decode the next
-            # uploads. Measured on 2 cores: throughput at concurrency 8 drops below that at concurrency 1 with it.
+            # uploads. Measured on 2 cores (benchmarks/load_test.py, cnn at 96 px): 16.6 requests/s at concurrency 8
+            # with spinning, below the 24.6 at concurrency 1; 32.8 without.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=options,

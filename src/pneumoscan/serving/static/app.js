@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { authRequired: false, heatmaps: false, model: null, busy: false };
+const state = { authRequired: false, heatmaps: false, model: null, busy: false, emptyHeatmap: false };
 const KEY_STORAGE = "pneumoscan.apiKey";
 
 function apiKey() {
@@ -145,6 +145,7 @@ function fitPreview() {
 function showImage(result) {
   $("preview").src = `data:image/png;base64,${result.preview_png_base64}`;
   const overlay = $("overlay");
+  state.emptyHeatmap = false;
   if (result.heatmap_png_base64) {
     overlay.src = `data:image/png;base64,${result.heatmap_png_base64}`;
   } else {
@@ -160,6 +161,27 @@ function syncOverlay() {
   const visible = $("heatmap-toggle").checked && Boolean($("overlay").getAttribute("src"));
   $("overlay").hidden = !visible;
   $("legend").hidden = !visible;
+  if (state.heatmaps) $("heatmap-note").textContent = visible && state.emptyHeatmap ? EMPTY_HEATMAP : "";
+}
+
+const EMPTY_HEATMAP = "Empty heatmap: no region pushed the model towards pneumonia.";
+
+// Grad-CAM keeps only evidence *for* pneumonia; an all-transparent heatmap is a result, not a bug, so say so.
+function checkHeatmap() {
+  const img = $("overlay");
+  state.emptyHeatmap = false;
+  if (img.naturalWidth) {
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+    let maxAlpha = 0;
+    for (let i = 3; i < pixels.length; i += 4) maxAlpha = Math.max(maxAlpha, pixels[i]);
+    state.emptyHeatmap = maxAlpha < 8;
+  }
+  syncOverlay();
 }
 
 function showDropzone() {
@@ -229,6 +251,7 @@ function wire() {
   window.addEventListener("dragover", (event) => event.preventDefault());
   window.addEventListener("drop", (event) => event.preventDefault());
   $("preview").addEventListener("load", fitPreview);
+  $("overlay").addEventListener("load", checkHeatmap);
   window.addEventListener("resize", fitPreview);
   $("heatmap-toggle").addEventListener("change", syncOverlay);
   $("another").addEventListener("click", () => {

@@ -175,19 +175,22 @@ class Predictor:
                           error=error)
 
     def predict_sources(self, sources: Iterable[str | Path | bytes], *, names: Sequence[str] | None = None,
-                        batch_size: int = 32, progress: Callable[[int], None] | None = None) -> list[Prediction]:
+                        batch_size: int = 32, progress: Callable[[int], None] | None = None,
+                        max_pixels: int | None = None) -> list[Prediction]:
         """Read, preprocess and score files or byte strings in batches.
 
         A file that cannot be read yields a :class:`Prediction` with ``error`` set; the others are unaffected.
-        ``progress`` is called with the number of images done after each batch.
+        ``progress`` is called with the number of images done after each batch; ``max_pixels`` overrides the
+        decompression-bomb limit of :func:`pneumoscan.data.io.read_image`.
         """
+        limit = {} if max_pixels is None else {"max_pixels": max_pixels}
         results: list[Prediction] = []
         pending: list[tuple[int, np.ndarray]] = []
         items = list(sources)
         for i, src in enumerate(items):
             name = names[i] if names is not None else (str(src) if not isinstance(src, bytes) else f"<upload {i}>")
             try:
-                pending.append((i, self.prepare(read_image(src, name=name))))
+                pending.append((i, self.prepare(read_image(src, name=name, **limit))))
                 results.append(self._result(name, None, "pending"))
             except ImageReadError as err:
                 results.append(self._result(name, None, str(err)))

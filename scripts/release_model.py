@@ -2,6 +2,8 @@
 
     python scripts/release_model.py --run runs/ref --test-eval runs/ref/test --command "pneumoscan train ..."
 
+(The ONNX export of the shipped checkpoint is written beside it unless --no-onnx.)
+
 Writes ``src/pneumoscan/weights/pneumoscan-<model>-<sha>.pt`` (weights + preprocessing + threshold + temperature +
 the test metrics for the model card, without optimizer state) and ``model.json`` (file names, training command, data
 hashes, seed, metrics). The sha in the file name is the content hash, as torchvision's ``store_model_weights`` does.
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, required=True, help="training run folder (with best.pt, splits.csv)")
     p.add_argument("--test-eval", type=Path, required=True, help="evaluate output folder on the official test split")
     p.add_argument("--command", required=True, help="the exact training command, recorded for reproduction")
-    p.add_argument("--onnx", type=Path, help="an ONNX export of the same checkpoint to ship as well")
+    p.add_argument("--no-onnx", action="store_true", help="do not ship an ONNX export beside the checkpoint")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(slim, tmp)
     name = f"pneumoscan-{state['model']['name']}-{file_digest(tmp, 8)}.pt"
     for old in WEIGHTS.glob("pneumoscan-*"):
-        old.unlink()
+        if old.name != name:
+            old.unlink()
     os.replace(tmp, WEIGHTS / name)
     info = {
         "checkpoint": name,
@@ -78,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         "test_metrics": card,
         "torch": torch.__version__,
     }
-    if args.onnx:
+    if not args.no_onnx:
+        # exported from the shipped file itself, so both backends report the same model version and metrics
+        from pneumoscan.export.onnx import export_onnx
+
         onnx_name = name.replace(".pt", ".onnx")
-        data = args.onnx.read_bytes()
-        (WEIGHTS / onnx_name).write_bytes(data)
+        export_onnx(WEIGHTS / name, WEIGHTS / onnx_name)
         info["onnx"] = onnx_name
     (WEIGHTS / "model.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     print(f"shipped {WEIGHTS / name} ({(WEIGHTS / name).stat().st_size / 1e6:.1f} MB)")

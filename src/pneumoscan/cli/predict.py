@@ -87,7 +87,7 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
         w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "probability": "" if r["probability"] is None else f"{r['probability']:.6f}",
+            w.writerow({**r, "probability": "" if r["probability"] is None else repr(float(r["probability"])),
                         "error": r["error"] or ""})
         return buf.getvalue()
     return _table(rows)

@@ -1,0 +1,58 @@
+"""The model shipped inside the package: works offline with no --checkpoint, and reproduces its stated metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumoscan.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+WEIGHTS = REPO / "src" / "pneumoscan" / "weights"
+pytestmark = pytest.mark.skipif(not (WEIGHTS / "model.json").is_file(), reason="this build ships no model")
+
+
+def _model_json() -> dict:
+    return json.loads((WEIGHTS / "model.json").read_text())
+
+
+def test_shipped_weights_are_small_and_named_by_hash() -> None:
+    info = _model_json()
+    path = WEIGHTS / info["checkpoint"]
+    assert path.stat().st_size <= 25 * 1024 * 1024
+    from pneumoscan.training.checkpoint import file_digest
+
+    assert info["checkpoint"].endswith(f"-{file_digest(path, 8)}.pt")
+
+
+def test_predict_without_checkpoint_on_examples(tmp_path: Path) -> None:
+    images = sorted((REPO / "examples" / "xrays" / "test").rglob("*.jpeg"))
+    out = tmp_path / "p.csv"
+    assert main(["predict", *map(str, images), "--format", "csv", "--output", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    info = _model_json()
+    assert len(rows) == len(images) == 20
+    assert all(r["model"] == info["model"] for r in rows)
+    assert all(float(r["threshold"]) == pytest.approx(info["threshold"]) for r in rows)
+
+
+@pytest.mark.realdata
+def test_shipped_model_reproduces_its_test_metrics(shared_data: Path, tmp_path: Path) -> None:
+    """`pneumoscan predict` on the 624 official test images gives the accuracy and ROC-AUC the model card states."""
+    from sklearn.metrics import roc_auc_score
+
+    test = shared_data / "kermany224" / "test"
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(test), "--format", "csv", "--output", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 624
+    y = np.array([1 if "/PNEUMONIA/" in r["path"] else 0 for r in rows])
+    p = np.array([float(r["probability"]) for r in rows])
+    pred = np.array([r["label"] == "PNEUMONIA" for r in rows])
+    stated = _model_json()["test_metrics"]
+    assert round(float((pred == y).mean()), 3) == round(stated["accuracy"]["value"], 3)
+    assert round(float(roc_auc_score(y, p)), 3) == round(stated["roc_auc"]["value"], 3)

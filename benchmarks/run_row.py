@@ -50,7 +50,7 @@ TEST_METRICS = {"accuracy": ("accuracy", "accuracy"), "sensitivity": ("sensitivi
                 "specificity": ("specificity", "specificity"), "f1": ("F1", "f1"), "roc_auc": ("ROC-AUC", "roc_auc")}
 # Row options passed to pneumoscan train, with their defaults when no --config file supplies them.
 TRAIN_DEFAULTS: dict[str, Any] = {"model": "resnet18", "image_size": 224, "epochs": 10, "batch_size": 32, "seed": 0}
-COLUMNS = ("model", "size", "pretrained", "epochs", "train images", "test accuracy", "sensitivity", "specificity",
+COLUMNS = ("model", "size", "start", "epochs", "train images", "test accuracy", "sensitivity", "specificity",
            "F1", "ROC-AUC", "val ROC-AUC", "train time", "train img/s", "infer img/s", "params (M)", "best.pt (MB)",
            "hardware")
 
@@ -203,6 +203,7 @@ def collect_row(out: Path, commands: dict[str, str], infer: tuple[float, str]) -
     return {
         "model": config["model"], "image_size": config["image_size"],
         "pretrained": bool(config.get("pretrained") or config.get("weights")),
+        "init": _init_kind(config),
         "epochs_max": config["epochs"], "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
         "train_images": data_info["splits"]["train"]["n"], "val_images": data_info["splits"]["val"]["n"],
         "test_images": test["n"], "test_split": (test.get("data") or {}).get("selection"),
@@ -217,6 +218,22 @@ def collect_row(out: Path, commands: dict[str, str], infer: tuple[float, str]) -
         "pneumoscan": data_info.get("pneumoscan"), "commands": commands,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _init_kind(config: dict[str, Any]) -> str:
+    """Where the weights started: scratch, ImageNet, self-supervised (pneumoscan pretrain) or another checkpoint."""
+    if config.get("pretrained") or config.get("weights"):
+        return "ImageNet"
+    init_from = config.get("init_from")
+    if not init_from:
+        return "scratch"
+    try:
+        from pneumoscan.training.checkpoint import load_checkpoint
+
+        kind = load_checkpoint(init_from).get("kind")
+    except Exception:  # noqa: BLE001 - the file may have moved since; the row is still valid
+        kind = None
+    return "SimCLR (own)" if kind == "ssl-encoder" else "checkpoint"
 
 
 # ------------------------------------------------------------------------------------------------ markdown ---
@@ -237,7 +254,8 @@ def _duration(seconds: float) -> str:
 
 
 def markdown_row(row: dict[str, Any]) -> str:
-    cells = [row["model"], row["image_size"], "yes" if row["pretrained"] else "no",
+    init = row.get("init") or ("ImageNet" if row["pretrained"] else "scratch")
+    cells = [row["model"], row["image_size"], init,
              f"{row['epochs_run']} (best {row['best_epoch']})", row["train_images"],
              *(_with_ci(row["test"][k]) for k in TEST_METRICS), _num(row["val_roc_auc_best"]),
              _duration(row["train_wall_seconds"]), _num(row["train_images_per_s_median"], 1),

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.fixtures import make_dataset_folder
 
 from benchmarks import run_row, train_throughput
+from tests.fixtures import make_dataset_folder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -92,7 +92,7 @@ def test_run_row_end_to_end_and_table(tiny: Path, tmp_path: Path, capsys: pytest
     assert row["parameters"] > 0 and row["best_pt_mb"] > 0 and row["hardware"]
     assert row["commands"]["train"].startswith("pneumoscan train --data") and "--split test" in row["commands"][
         "evaluate"]
-    assert "| cnn | 32 | no | 1 (best 1) |" in printed
+    assert "| cnn | 32 | scratch | 1 (best 1) |" in printed
     # Re-running reuses the finished training and only re-evaluates.
     summary_mtime = (out / "train" / "summary.json").stat().st_mtime_ns
     assert run_row.main(row_args(tiny, out)) == 0

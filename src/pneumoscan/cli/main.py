@@ -20,6 +20,7 @@ from pneumoscan.errors import PneumoError
 COMMANDS: dict[str, str] = {
     "demo": "demo",
     "train": "train",
+    "pretrain": "pretrain",
     "evaluate": "evaluate",
     "predict": "predict",
     "models": "models",
@@ -31,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "sources": "sources",
 }
+# Long-running commands that restart themselves with tcmalloc when the machine has it (training.allocator).
+ALLOCATOR_COMMANDS = frozenset({"train", "pretrain", "tune", "loso"})
 
 logger = logging.getLogger("pneumoscan")
 
@@ -72,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if argv is None and args.command in ALLOCATOR_COMMANDS:  # a real process start, not a call from Python
+        from pneumoscan.training.allocator import reexec_with_tcmalloc
+
+        reexec_with_tcmalloc(sys.argv[1:])
     _configure_logging(args.verbose)
     try:
         return int(args.func(args))

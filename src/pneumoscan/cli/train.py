@@ -14,9 +14,9 @@ logger = logging.getLogger(__name__)
 
 # CLI option -> TrainConfig field, for options that map one to one.
 _FIELDS = ("model", "image_size", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "scheduler",
-           "warmup_epochs", "weights", "drop_rate", "balance", "label_smoothing", "mean", "std", "val_fraction",
-           "test_fraction", "seed", "patience", "threshold_rule", "target_sensitivity", "precision", "device",
-           "workers", "max_train_images", "leak_check")
+           "warmup_epochs", "weights", "init_from", "drop_rate", "balance", "label_smoothing", "mean", "std",
+           "val_fraction", "test_fraction", "seed", "patience", "threshold_rule", "target_sensitivity", "precision",
+           "device", "workers", "max_train_images", "leak_check")
 _FLAGS = ("pretrained", "freeze_backbone", "balance_sources")
 _AUGMENT = ("rotation", "hflip", "zoom", "translate", "brightness", "contrast")
 
@@ -41,6 +41,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-epochs", type=int)
     p.add_argument("--pretrained", action="store_true", default=None, help="start from ImageNet weights")
     p.add_argument("--weights", help="local ImageNet weights file for --pretrained (offline)")
+    p.add_argument("--init-from", metavar="FILE",
+                   help="start from these weights: encoder.pt from `pneumoscan pretrain`, or a pneumoscan checkpoint "
+                        "of the same architecture (the classifier is re-initialised when it does not fit)")
     p.add_argument("--freeze-backbone", action="store_true", default=None, help="train only the classifier head")
     p.add_argument("--drop-rate", type=float)
     p.add_argument("--balance", choices=BALANCE, help="class imbalance: weighted loss (default), sampler or none")

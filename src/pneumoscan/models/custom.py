@@ -21,7 +21,11 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class XRayCNN(nn.Module):
-    """Custom CNN for 1-channel X-rays; ``features`` is the Grad-CAM target (last conv stage)."""
+    """Custom CNN for 1-channel X-rays; ``features`` is the Grad-CAM target (last conv stage).
+
+    ``num_classes=0`` gives an encoder that returns the pooled features (as timm models do), used by self-supervised
+    pre-training.
+    """
 
     def __init__(self, in_chans: int = 1, num_classes: int = 1, width: int = 32, drop_rate: float = 0.3) -> None:
         super().__init__()
@@ -37,10 +41,15 @@ class XRayCNN(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(8 * w, num_classes)
+        self.num_features = 8 * w
+        self.classifier: nn.Module = nn.Linear(8 * w, num_classes) if num_classes > 0 else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def get_classifier(self) -> nn.Module:
+        """The head (timm's interface, so training code treats every architecture alike)."""
+        return self.classifier
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(self.stem(images))

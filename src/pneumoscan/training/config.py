@@ -69,6 +69,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     pretrained: bool = False
     weights: str | None = None
+    init_from: str | None = None
     freeze_backbone: bool = False
     drop_rate: float = 0.0
     balance: str = "loss"
@@ -104,6 +105,8 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be at least 1")
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise ConfigError("lr must be > 0 and weight_decay >= 0")
+        if self.init_from and (self.pretrained or self.weights):
+            raise ConfigError("choose one starting point: --init-from or --pretrained/--weights")
         if not 0 < self.target_sensitivity < 1:
             raise ConfigError("target_sensitivity must be between 0 and 1")
 

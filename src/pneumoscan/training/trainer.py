@@ -36,7 +36,7 @@ from pneumoscan.data.cache import load_or_build
 from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.data.records import Record, distinct_source_names, load_records
 from pneumoscan.data.splits import make_splits, save_splits, shared_patients
-from pneumoscan.errors import ConfigError, DataError
+from pneumoscan.errors import CheckpointError, ConfigError, DataError
 from pneumoscan.models.registry import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, count_parameters, create_model
 from pneumoscan.training.augment import BatchAugment
 from pneumoscan.training.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
@@ -66,11 +66,22 @@ class PreparedData:
 
 
 def preprocess_for(cfg: TrainConfig) -> PreprocessConfig:
-    """Normalisation: ImageNet grey statistics for pretrained weights, centred [0, 1] otherwise."""
+    """Normalisation: ImageNet grey statistics for pretrained weights, centred [0, 1] otherwise; a model started
+    ``--init-from`` a file keeps the normalisation its weights were learned with."""
+    if cfg.init_from and cfg.mean is None and cfg.std is None:
+        saved = _init_file_preprocess(cfg.init_from)
+        return PreprocessConfig(image_size=cfg.image_size, mean=saved["mean"], std=saved["std"])
     pretrained = cfg.pretrained or cfg.weights is not None
     mean = cfg.mean if cfg.mean is not None else (IMAGENET_GREY_MEAN if pretrained else 0.5)
     std = cfg.std if cfg.std is not None else (IMAGENET_GREY_STD if pretrained else 0.25)
     return PreprocessConfig(image_size=cfg.image_size, mean=mean, std=std)
+
+
+def _init_file_preprocess(path: str) -> dict[str, Any]:
+    try:
+        return dict(load_checkpoint(path)["preprocess"])
+    except CheckpointError as err:
+        raise ConfigError(f"--init-from: {err}") from err
 
 
 def load_data_records(cfg: TrainConfig) -> tuple[list[Record], list[dict[str, Any]]]:
@@ -194,6 +205,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
 
 def build_model(cfg: TrainConfig) -> nn.Module:
     model = create_model(cfg.model, pretrained=cfg.pretrained, weights=cfg.weights, drop_rate=cfg.drop_rate)
+    if cfg.init_from:
+        from pneumoscan.training.pretrain import load_init_weights
+
+        meta = load_init_weights(model, cfg.init_from, cfg.model)
+        _warn_split_mismatch(meta.get("split"), cfg)
     if cfg.freeze_backbone:
         head = model.get_classifier() if hasattr(model, "get_classifier") else model.classifier  # type: ignore
         for p in model.parameters():
@@ -201,6 +217,17 @@ def build_model(cfg: TrainConfig) -> nn.Module:
         for p in head.parameters():
             p.requires_grad_(True)
     return model
+
+
+def _warn_split_mismatch(split: dict[str, Any] | None, cfg: TrainConfig) -> None:
+    """Self-supervised weights must come from this run's training images only, or validation is no longer unseen."""
+    if not split:
+        return
+    ours = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "data": list(cfg.data)}
+    theirs = {k: split.get(k) for k in ours}
+    if theirs != ours:
+        logger.warning("--init-from weights were pre-trained with a different split (%s, here %s): validation "
+                       "images may have been seen during pre-training", theirs, ours)
 
 
 def _roc_auc(labels: np.ndarray, logits: np.ndarray) -> float:

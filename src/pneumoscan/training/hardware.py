@@ -86,7 +86,10 @@ def resolve_hardware(device: str = "auto", precision: str = "auto") -> Hardware:
         amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if amp is torch.float16 and not is_cuda:
         raise ConfigError("fp16 autocast is only supported on CUDA; use bf16 or fp32 on the CPU")
-    cpu = f"CPU ({os.cpu_count()} cores, threads {torch.get_num_threads()})"
+    from pneumoscan.training.allocator import active_allocator
+
+    malloc = ", tcmalloc" if active_allocator() == "tcmalloc" else ""
+    cpu = f"CPU ({os.cpu_count()} cores, threads {torch.get_num_threads()}{malloc})"
     name = torch.cuda.get_device_name(device) if is_cuda else cpu
     prec = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     return Hardware(device, amp, channels_last=True, description=f"{name}, {prec}")

@@ -1,5 +1,5 @@
 """The benchmark scripts run end to end on tiny synthetic data: train_throughput (synthetic and cached images, bf16
-skipped without bf16 units) and run_row (train, evaluate on test, measure, row.json, Markdown table)."""
+skipped without bf16 units), run_row (train, evaluate on test, measure, row.json, Markdown table) and linear_probe."""
 
 from __future__ import annotations
 
@@ -123,3 +123,22 @@ def test_run_row_with_a_config_file_passes_only_given_options(tmp_path: Path) ->
     assert "--model" not in argv and "--image-size" not in argv and argv[-2:] == ["--precision", "fp32"]
     plain = run_row.train_argv(run_row.build_parser().parse_args(["--output", str(tmp_path)]), tmp_path / "t", [])
     assert plain[plain.index("--model") + 1] == "resnet18" and plain[plain.index("--image-size") + 1] == "224"
+
+
+def test_linear_probe_compares_starting_points(tiny: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import linear_probe
+    from pneumoscan.cli.main import main as cli
+
+    ssl = tmp_path / "ssl"
+    assert cli(["pretrain", "--data", str(tiny), "--model", "cnn", "--image-size", "32", "--epochs", "1",
+                "--batch-size", "8", "--no-probe", "--output", str(ssl), "--cache-dir", str(tmp_path / "cache"),
+                "--workers", "1"]) == 0
+    out = tmp_path / "probe.json"
+    assert linear_probe.main(["--data", str(tiny), "--model", "cnn", "--image-size", "32", "--init", "random",
+                              "--init", str(ssl / "encoder.pt"), "--cache-dir", str(tmp_path / "cache"),
+                              "--json", str(out)]) == 0
+    assert "| random |" in capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    assert [r["init"] for r in results] == ["random", str(ssl / "encoder.pt")]
+    assert all(r["val_roc_auc"] is None or 0 <= r["val_roc_auc"] <= 1 for r in results)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install pneumoscan with every extra into a virtual environment and run the default test suite.
-# Used as-is by CI (.ci/run). Needs only Python 3.11; installs Debian's chromium for the browser tests when it can.
+# Used as-is by CI (.ci/run). Needs only Python 3.11; installs Debian's chromium for the browser tests and
+# tcmalloc for the allocator test when it can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -15,6 +16,10 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   else
     echo "chromium not found and cannot be installed here: browser tests will be skipped"
   fi
+fi
+# tcmalloc: long-running commands restart with it when installed; installing it lets CI test that path too.
+if [ ! -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 || echo "could not install tcmalloc: its test will be skipped"
 fi
 export HF_HUB_OFFLINE=1
 exec "$VENV/bin/python" -m pytest "$@"

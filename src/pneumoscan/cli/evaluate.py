@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, help="folder for metrics.json, report.html, …")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="torch autocast; auto: the precision the model's threshold was fitted in, when this hardware "
+                        "runs it natively (else fp32)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
     p.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images in the error gallery")
     p.add_argument("--skip-unreadable", action="store_true",
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_model(checkpoint=args.checkpoint, data=args.data, split=args.split, output=args.output,
                              backend=args.backend, batch_size=args.batch_size, n_bootstrap=args.bootstrap,
                              heatmaps=not args.no_heatmaps, skip_unreadable=args.skip_unreadable, seed=args.seed,
-                             data_options=options)
+                             data_options=options, precision=args.precision)
     ci = (metrics.get("confidence_intervals") or {}).get("metrics", {})
 
     def fmt(key: str) -> str:

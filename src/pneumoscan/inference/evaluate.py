@@ -55,12 +55,15 @@ def select_records(data: Sequence[str], split: str, options: dict[str, str] | No
 def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split: str, output: str | Path,
                    backend: str = "torch", batch_size: int = 32, n_bootstrap: int = 2000, heatmaps: bool = True,
                    skip_unreadable: bool = False, seed: int = 0,
-                   data_options: dict[str, str] | None = None) -> dict[str, Any]:
-    """Predict on the selected images and write the evaluation report; returns the metrics dict."""
+                   data_options: dict[str, str] | None = None, precision: str = "auto") -> dict[str, Any]:
+    """Predict on the selected images and write the evaluation report; returns the metrics dict.
+
+    ``precision`` is the torch autocast (see :func:`~pneumoscan.inference.predictor.inference_precision`).
+    """
     from pneumoscan.evaluation.report import write_evaluation_report
 
     records, note = select_records(data, split, data_options)
-    predictor = Predictor.load(checkpoint, backend=backend)
+    predictor = Predictor.load(checkpoint, backend=backend, precision=precision)
     results = predictor.predict_sources([r.path for r in records], batch_size=batch_size,
                                         progress=_progress_bar(len(records)))
     failed = [p for p in results if p.error]

@@ -70,7 +70,7 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """PyTorch backend; bf16 autocast when the hardware has bf16 units (``precision="auto"``)."""
+    """PyTorch backend running ``model`` under the autocast ``precision`` names (see :func:`inference_precision`)."""
 
     def __init__(self, model: Any, device: str = "auto", precision: str = "auto") -> None:
         import torch
@@ -113,7 +113,7 @@ class Predictor:
         state = load_checkpoint(path)
         model = build_model_from_checkpoint(state)
         info = info_from_checkpoint(state, version=f"{state['model']['name']}-{file_digest(path)}")
-        return cls(TorchBackend(model, device, precision), info, model)
+        return cls(TorchBackend(model, device, inference_precision(state, device, precision)), info, model)
 
     @classmethod
     def from_onnx(cls, path: str | Path) -> Predictor:
@@ -205,6 +205,26 @@ class Predictor:
         probs = self.probabilities_from_prepared(np.stack([a for _, a in pending]))
         for (i, _), p in zip(pending, probs, strict=True):
             results[i] = self._result(results[i].path, float(p))
+
+
+def inference_precision(state: dict[str, Any], device: str = "auto", precision: str = "auto") -> str:
+    """The autocast to run a checkpoint with: ``precision`` unless it is ``auto``.
+
+    ``auto`` is the precision the checkpoint's temperature and thresholds were fitted with (``calibration_precision``,
+    written by training; fp32 for checkpoints that predate it) when this hardware runs that precision natively, and
+    fp32 otherwise. Why not simply the fastest the hardware offers: bf16 moves probabilities enough to carry images
+    across the threshold, so a model calibrated in fp32 and run in bf16 no longer has the operating point and test
+    metrics its model card states (measured on the shipped model: see docs/ARCHITECTURE.md). ``--precision bf16``
+    still buys the speed, knowingly.
+    """
+    from pneumoscan.training.hardware import PRECISIONS, resolve_hardware
+
+    if precision != "auto":
+        return precision
+    recorded = str(state.get("calibration_precision", "fp32"))
+    if recorded not in PRECISIONS or recorded == "fp32":
+        return "fp32"
+    return recorded if resolve_hardware(device, "auto").precision == recorded else "fp32"
 
 
 def info_from_checkpoint(state: dict[str, Any], version: str, metrics: dict[str, Any] | None = None) -> ModelInfo:

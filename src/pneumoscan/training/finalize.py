@@ -69,6 +69,8 @@ def finalize_run(run_dir: Path, data: PreparedData, trainer: Trainer, wall_secon
     ops = choose_operating_points(labels, logits, cfg.threshold_rule, cfg.target_sensitivity)
     probs = ops.pop("val_probs")
     best.update(ops)
+    # The threshold and temperature hold for logits computed this way; inference reproduces it by default.
+    best["calibration_precision"] = trainer.hw.precision
     best["history"] = trainer.history
     best["data"] = {"train_images": len(data.labels["train"]), "val_images": len(labels),
                     "sources": [s["spec"] for s in data.info["sources"]]}
@@ -79,7 +81,7 @@ def finalize_run(run_dir: Path, data: PreparedData, trainer: Trainer, wall_secon
         "best_val_roc_auc": best["best_metric"], "threshold": ops["threshold"],
         "threshold_rule": ops["threshold_rule"], "temperature": ops["temperature"],
         "operating_points": ops["operating_points"], "wall_seconds": round(wall_seconds, 1),
-        "hardware": trainer.hw.description, "checkpoint": str(best_path),
+        "hardware": trainer.hw.description, "calibration_precision": trainer.hw.precision, "checkpoint": str(best_path),
     }
     tmp = run_dir / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -42,6 +42,11 @@ class Hardware:
     def device_type(self) -> str:
         return self.device.split(":")[0]
 
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``fp16``: the name of the autocast setting (a ``resolve_hardware`` argument)."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default),
                        help=f"default {default} (or the --config file's value)")
     p.add_argument("--pretrained", action="store_true")
-    p.add_argument("--max-train-images", type=int)
+    p.add_argument("--max-train-images", type=int, help="train on a random subset; 0 = all (overrides a config's)")
     p.add_argument("--data", default=str(DEFAULT_DATA), help=f"data spec with an official test split "
                                                              f"(default {DEFAULT_DATA})")
     p.add_argument("--output", type=Path, help="row folder: train/, test/, row.json")
@@ -94,7 +94,7 @@ def train_argv(args: argparse.Namespace, train_dir: Path, extra: Sequence[str]) 
                 argv += [f"--{name.replace('_', '-')}", str(default if value is None else value)]
         if args.pretrained:
             argv.append("--pretrained")
-        if args.max_train_images:
+        if args.max_train_images is not None:  # 0 (= all images) must reach train to override a config's subset
             argv += ["--max-train-images", str(args.max_train_images)]
         argv += list(extra)
     if args.cache_dir:

@@ -123,6 +123,11 @@ def test_run_row_with_a_config_file_passes_only_given_options(tmp_path: Path) ->
     assert "--model" not in argv and "--image-size" not in argv and argv[-2:] == ["--precision", "fp32"]
     plain = run_row.train_argv(run_row.build_parser().parse_args(["--output", str(tmp_path)]), tmp_path / "t", [])
     assert plain[plain.index("--model") + 1] == "resnet18" and plain[plain.index("--image-size") + 1] == "224"
+    assert "--max-train-images" not in argv and "--max-train-images" not in plain
+    everything = run_row.build_parser().parse_args(["--config", "best_config.yaml", "--max-train-images", "0",
+                                                    "--output", str(tmp_path)])
+    argv = run_row.train_argv(everything, tmp_path / "t0", [])
+    assert argv[argv.index("--max-train-images") + 1] == "0", "0 (all images) overrides a tuning config's subset"
 
 
 def test_linear_probe_compares_starting_points(tiny: Path, tmp_path: Path,

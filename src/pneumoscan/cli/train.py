@@ -64,7 +64,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="autocast (auto: by hardware)")
     p.add_argument("--device", help="auto, cpu or cuda[:N]")
     p.add_argument("--workers", type=int, help="decode processes for the image cache (0 = all cores)")
-    p.add_argument("--max-train-images", type=int, help="train on a random subset (quick experiments)")
+    p.add_argument("--max-train-images", type=int, help="train on a random subset (quick experiments); 0 = all images")
     p.add_argument("--leak-check", choices=("warn", "error", "off"), help="train/test shared patients or images")
     p.add_argument("--cache-dir", type=Path, help="image cache folder (default ~/.cache/pneumoscan)")
 

@@ -4,7 +4,7 @@ Why a script: a benchmark row is only worth something when anyone can re-create 
 how it was made. This runs the public commands — ``pneumoscan train``, then ``pneumoscan evaluate --split test`` on
 the best validation checkpoint (threshold and temperature chosen on validation, never on test) — then measures
 inference speed with the :class:`~pneumoscan.inference.predictor.Predictor` (batch 32, PyTorch backend, the
-precision it picks for the hardware) and gathers into ``OUTPUT/row.json``:
+precision the model was calibrated in) and gathers into ``OUTPUT/row.json``:
 
 - test accuracy, sensitivity, specificity, F1 and ROC-AUC, each with its 95% patient-level bootstrap interval
   (``metrics.json``'s ``confidence_intervals``);

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 _FIELDS = ("model", "image_size", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "scheduler",
            "warmup_epochs", "weights", "init_from", "drop_rate", "balance", "label_smoothing", "mean", "std",
            "val_fraction", "test_fraction", "seed", "patience", "threshold_rule", "target_sensitivity", "precision",
-           "device", "workers", "max_train_images", "leak_check")
+           "device", "workers", "max_train_images", "precise_bn", "leak_check")
 _FLAGS = ("pretrained", "freeze_backbone", "balance_sources")
 _AUGMENT = ("rotation", "hflip", "zoom", "translate", "brightness", "contrast")
 
@@ -65,6 +65,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cpu or cuda[:N]")
     p.add_argument("--workers", type=int, help="decode processes for the image cache (0 = all cores)")
     p.add_argument("--max-train-images", type=int, help="train on a random subset (quick experiments); 0 = all images")
+    p.add_argument("--precise-bn", type=int, metavar="N",
+                   help="before each validation, recompute BatchNorm statistics as an exact average over N training "
+                        "images (fixes lagging statistics of briefly trained networks; 0 = off, the default)")
     p.add_argument("--leak-check", choices=("warn", "error", "off"), help="train/test shared patients or images")
     p.add_argument("--cache-dir", type=Path, help="image cache folder (default ~/.cache/pneumoscan)")
 

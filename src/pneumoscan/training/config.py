@@ -88,6 +88,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     max_train_images: int | None = None
+    precise_bn: int = 0
     data_options: dict[str, str] = field(default_factory=dict)
     leak_check: str = "warn"
 
@@ -107,6 +108,8 @@ class TrainConfig:
             raise ConfigError("lr must be > 0 and weight_decay >= 0")
         if self.init_from and (self.pretrained or self.weights):
             raise ConfigError("choose one starting point: --init-from or --pretrained/--weights")
+        if self.precise_bn < 0:
+            raise ConfigError("precise_bn must be >= 0 (number of training images; 0 = off)")
         if not 0 < self.target_sensitivity < 1:
             raise ConfigError("target_sensitivity must be between 0 and 1")
 

@@ -79,6 +79,29 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, or
 
 
 @torch.no_grad()
+def recompute_bn_stats(model: nn.Module, images: np.ndarray, indices: np.ndarray, *, batch_size: int,
+                       preprocess: PreprocessConfig, hw: Hardware) -> None:
+    """Replace BatchNorm running statistics by their exact average over ``images[indices]`` ("precise BN").
+
+    Why: running statistics are an exponential average taken while the weights move. Early in training from scratch
+    the weights move fast and the averages lag, so eval mode can score far worse than the weights deserve (seen here:
+    EfficientNet-B0, 2 epochs at 128 px, validation ROC-AUC 0.59 with its running statistics and 0.94 with batch
+    statistics). ``torch.optim.swa_utils.update_bn`` does the averaging (train-mode forward passes without gradient,
+    restoring the momenta and the mode); images are not augmented. Batches are sliced from ``indices`` in order.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    def inputs() -> Iterator[torch.Tensor]:
+        for idx in batches(indices, batch_size):
+            yield to_input(images[np.sort(idx)], preprocess, hw)
+
+    was_training = model.training
+    with autocast(hw):
+        update_bn(inputs(), model)
+    model.train(was_training)
+
+
+@torch.no_grad()
 def predict_logits(model: nn.Module, images: np.ndarray, *, batch_size: int, preprocess: PreprocessConfig,
                    hw: Hardware) -> np.ndarray:
     """Logits (N,) for uint8 images (N, S, S), in eval mode; restores the model's previous mode."""

@@ -49,7 +49,7 @@ from pneumoscan.training.distributed import (
     gather_objects,
     init_distributed,
 )
-from pneumoscan.training.engine import predict_logits, train_one_epoch
+from pneumoscan.training.engine import predict_logits, recompute_bn_stats, train_one_epoch
 from pneumoscan.training.hardware import Hardware, resolve_hardware
 
 logger = logging.getLogger(__name__)
@@ -266,6 +266,9 @@ class Trainer:
         enabled = any((a.rotation, a.hflip, a.zoom, a.translate, a.brightness, a.contrast))
         self.augment_fn = self.augment if enabled else None
         self.weights = _sampling_weights(data.splits["train"], cfg)
+        # A fixed subset for --precise-bn, drawn from its own generator so that resuming stays exact.
+        n_bn = min(cfg.precise_bn, len(labels))
+        self.bn_indices = np.sort(np.random.default_rng(cfg.seed + 31).permutation(len(labels))[:n_bn])
         self.start_epoch, self.best_auc, self.stale, self.history = 0, -1.0, 0, []
 
     # -- state ------------------------------------------------------------------------------------------------
@@ -324,6 +327,9 @@ class Trainer:
                                        loss_fn=self.loss_fn, augment=self.augment_fn,
                                        scaler=self.scaler, label_smoothing=self.cfg.label_smoothing, progress=bar)
                 train_s = time.perf_counter() - t0
+                if len(self.bn_indices):
+                    recompute_bn_stats(self.model, images, self.bn_indices, batch_size=self.cfg.batch_size,
+                                       preprocess=self.preprocess, hw=self.hw)
                 val_loss, val_auc = self.validate()
                 bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val_loss:.4f}", val_auc=f"{val_auc:.4f}")
             self._end_epoch(epoch, loss, val_loss, val_auc, train_s, len(order))

@@ -31,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, help="best.pt or an .onnx export (default: the shipped model)")
     p.add_argument("--backend", choices=("torch", "onnx"), help="torch (default; heatmaps) or onnx (no PyTorch)")
     p.add_argument("--device", help="torch device: auto (default), cpu, cuda[:N]")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="torch autocast (default auto: the precision the model was calibrated in, when native here; else fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="torch autocast (default auto: the precision the model was calibrated in, when native here; "
+                        "else fp32)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1; anything else exposes the server)")
     p.add_argument("--port", type=int, help="TCP port (default 8000)")
     p.add_argument("--api-key", help="require this X-API-Key on /v1 (prefer the PNEUMOSCAN_API_KEY variable: "

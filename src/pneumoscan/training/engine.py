@@ -95,10 +95,8 @@ def recompute_bn_stats(model: nn.Module, images: np.ndarray, indices: np.ndarray
         for idx in batches(indices, batch_size):
             yield to_input(images[np.sort(idx)], preprocess, hw)
 
-    was_training = model.training
     with autocast(hw):
         update_bn(inputs(), model)
-    model.train(was_training)
 
 
 @torch.no_grad()

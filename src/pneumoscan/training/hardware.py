@@ -20,6 +20,8 @@ from pneumoscan.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Autocast dtype -> its name as a ``precision`` argument.
+_PRECISION_NAMES: dict[torch.dtype | None, str] = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Hardware:
     @property
     def precision(self) -> str:
         """``fp32``, ``bf16`` or ``fp16``: the name of the autocast setting (a ``resolve_hardware`` argument)."""
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        return _PRECISION_NAMES[self.amp_dtype]
 
 
 @functools.lru_cache(maxsize=1)
@@ -96,5 +98,4 @@ def resolve_hardware(device: str = "auto", precision: str = "auto") -> Hardware:
     malloc = ", tcmalloc" if active_allocator() == "tcmalloc" else ""
     cpu = f"CPU ({os.cpu_count()} cores, threads {torch.get_num_threads()}{malloc})"
     name = torch.cuda.get_device_name(device) if is_cuda else cpu
-    prec = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
-    return Hardware(device, amp, channels_last=True, description=f"{name}, {prec}")
+    return Hardware(device, amp, channels_last=True, description=f"{name}, {_PRECISION_NAMES[amp]}")

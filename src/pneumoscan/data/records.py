@@ -207,8 +207,14 @@ def _subtype(name: str) -> str | None:
     return None
 
 
+MANIFEST_COLUMNS = ("path", "label", "split", "patient_id", "subtype", "source")
+
+
 def load_manifest(csv_path: Path) -> list[Record]:
-    """Read a manifest CSV: ``path,label[,split][,patient_id][,subtype][,source]``.
+    """Read a manifest CSV: ``path,label[,split][,patient_id][,subtype][,source]`` plus any further columns.
+
+    Further columns (``view``, ``sex``, ``age``, ...) are kept as strings in :attr:`Record.extra`, so that reports can
+    group by them (``pneumoscan evaluate --group-by view``) and sampling can balance on them; empty cells are left out.
 
     Raises:
         DataError: the file is not a CSV with at least the ``path`` column, or a row is malformed.
@@ -242,6 +248,8 @@ def load_manifest(csv_path: Path) -> list[Record]:
             patient_id=(row.get("patient_id") or "").strip() or None,
             source=(row.get("source") or "").strip() or "manifest",
             subtype=(row.get("subtype") or "").strip() or None,
+            extra={k: str(v).strip() for k, v in row.items()
+                   if k and k not in MANIFEST_COLUMNS and v is not None and str(v).strip()},
         ))
     return records
 

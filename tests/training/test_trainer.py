@@ -74,12 +74,42 @@ def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path, monkeypatch: 
     assert la == lb
 
 
-def test_resume_restores_optimizer_and_scheduler(tiny_data: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    assert main(train_args(tiny_data, out, "--epochs", "2")) == 0
-    state = load_checkpoint(out / "last.pt")
-    assert state["optimizer"]["state"], "optimizer moments saved"
-    assert state["scheduler"]["last_epoch"] == 2
+def test_resume_restores_optimizer_and_scheduler(tiny_data: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted after epoch 1 of 3 and resumed: the AdamW moments and the cosine schedule carry on from last.pt.
+
+    A resume that rebuilt the optimizer or scheduler fresh would restart the moments at zero and the learning rate
+    at its peak; the resumed run's optimizer state, scheduler state and per-epoch learning rates then differ from
+    an uninterrupted run's."""
+    from pneumoscan.training import trainer as trainer_mod
+
+    args = ("--epochs", "3", "--patience", "10", "--optimizer", "adamw", "--scheduler", "cosine")
+    full = tmp_path / "full"
+    assert main(train_args(tiny_data, full, *args)) == 0
+    part = tmp_path / "part"
+    original = trainer_mod.Trainer._end_epoch
+
+    def interrupt_after_first(self: trainer_mod.Trainer, epoch: int, *rest: object) -> None:
+        original(self, epoch, *rest)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", interrupt_after_first)
+    assert main(train_args(tiny_data, part, *args)) == 130
+    saved = load_checkpoint(part / "last.pt")
+    assert saved["optimizer"]["state"], "optimizer moments saved at the interruption"
+    assert saved["scheduler"]["last_epoch"] == 1
+    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", original)
+    assert main(["train", "--output", str(part), "--resume", "--cache-dir", str(tmp_path / "cache")]) == 0
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
+    assert a["scheduler"] == b["scheduler"] and b["scheduler"]["last_epoch"] == 3
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    for key, moments in a["optimizer"]["state"].items():
+        for name, value in moments.items():
+            torch.testing.assert_close(value, b["optimizer"]["state"][key][name], msg=f"{key}.{name}")
+    lr_full = [r["lr"] for r in csv.DictReader((full / "metrics.csv").open())]
+    lr_part = [r["lr"] for r in csv.DictReader((part / "metrics.csv").open())]
+    assert lr_full == lr_part and len(set(lr_full)) == 3
 
 
 def test_output_folder_must_be_empty_without_resume(tiny_data: Path, tmp_path: Path,

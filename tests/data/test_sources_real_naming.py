@@ -200,16 +200,19 @@ def test_rsna_class_file_one_row_short_loads_the_rest(tmp_path: Path, caplog: py
     images = rsna_rows()
     dropped = next(i for i, k, boxes in images if k == kind and boxes <= 1)
     root = make_rsna(tmp_path, images, drop_class_row_of=dropped)
+    line = 2 + sum(max(boxes, 1) for _, _, boxes in images[:[i for i, _, _ in images].index(dropped)])
     with caplog.at_level(logging.WARNING, logger="pneumoscan"):
         records = load_records(f"rsna:{root}")
     kept = [(i, k) for i, k, _ in images if i != dropped and k != 2]  # "Not Normal" excluded by default
     assert sorted((r.extra["image_id"], r.label) for r in records) == sorted(kept)
     assert f"rsna: 1 of {len(images)} images have a Target but no row in the detailed class info" in caplog.text
-    assert dropped in caplog.text
+    assert f"stage_2_train_labels.csv:{line}" in caplog.text
+    assert dropped not in caplog.text  # the id is also the DICOM PatientID
 
     with pytest.raises(DataError) as err:
         load_records(f"rsna:{root}", {"missing_class": "error"})
-    assert_one_line(err, dropped, "no row in the detailed class info", "missing_class=error")
+    assert_one_line(err, f"stage_2_train_labels.csv:{line}", "no row in the detailed class info", "missing_class=error")
+    assert dropped not in str(err.value)
     with pytest.raises(ConfigError):
         load_records(f"rsna:{root}", {"missing_class": "maybe"})
 

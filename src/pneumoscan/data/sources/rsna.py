@@ -63,7 +63,7 @@ def load_rsna(path: Path, options: dict[str, str]) -> list[Record]:
     strict = choice(options, "missing_class", MISSING_CLASS, "exclude") == "error"
     labels_csv = find_first(path, ("stage_2_train_labels.csv", "stage_1_train_labels.csv"), "RSNA train labels CSV")
     stage = labels_csv.name.split("_train")[0]
-    targets, boxes = _targets(labels_csv)
+    targets, boxes, lines = _targets(labels_csv)
     classes = _classes(path, stage, policy.others)
     images = path / f"{stage}_train_images"
     if not images.is_dir():
@@ -72,10 +72,10 @@ def load_rsna(path: Path, options: dict[str, str]) -> list[Record]:
     unclassed = []
     for image_id, target in targets.items():
         cls = _class_of(image_id, target, classes, labels_csv)
-        if cls is None:
+        if cls is None:  # named by its line in the labels CSV: the id is also the DICOM PatientID, kept out of logs
             if strict:
-                raise DataError(f"{labels_csv.parent}: image {image_id} has a Target but no row in the detailed "
-                                "class info (missing_class=error)")
+                raise DataError(f"{labels_csv}:{lines[image_id]}: this image has a Target but no row in the "
+                                "detailed class info (missing_class=error)")
             unclassed.append(image_id)
             continue
         label = 1 if target == 1 else 0 if cls == "normal" or policy.others == "negative" else None
@@ -85,8 +85,8 @@ def load_rsna(path: Path, options: dict[str, str]) -> list[Record]:
         records.append(Record(str(images / f"{image_id}.dcm"), label, None, None, SOURCE, cls, extra))
     if unclassed:
         logger.warning("rsna: %d of %d images have a Target but no row in the detailed class info and were excluded "
-                       "(e.g. %s; --data-option missing_class=error to stop instead)",
-                       len(unclassed), len(targets), unclassed[0])
+                       "(e.g. the image of %s:%d; --data-option missing_class=error to stop instead)",
+                       len(unclassed), len(targets), labels_csv.name, lines[unclassed[0]])
     records = keep_existing(records, images, SOURCE)
     if flag(options, "dicom_meta", False):
         records = _with_dicom_meta(records, policy.views)
@@ -95,17 +95,19 @@ def load_rsna(path: Path, options: dict[str, str]) -> list[Record]:
     return records
 
 
-def _targets(csv_path: Path) -> tuple[dict[str, int], dict[str, int]]:
-    """Image id -> Target (0/1) and -> number of boxes, from the one-row-per-box label CSV."""
+def _targets(csv_path: Path) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Image id -> Target (0/1), -> number of boxes and -> its first line, from the one-row-per-box label CSV."""
     targets: dict[str, int] = {}
     boxes: dict[str, int] = defaultdict(int)
+    lines: dict[str, int] = {}
     for i, row in enumerate(read_table(csv_path, ("patientId", "Target")), start=2):
         if row["Target"] not in ("0", "1"):
             raise DataError(f"{csv_path}:{i}: Target must be 0 or 1, got '{row['Target']}'")
         image_id, target = row["patientId"], int(row["Target"])
         targets[image_id] = max(target, targets.get(image_id, 0))
         boxes[image_id] += target
-    return targets, boxes
+        lines.setdefault(image_id, i)
+    return targets, boxes, lines
 
 
 def _classes(root: Path, stage: str, others: str) -> dict[str, str] | None:

@@ -89,7 +89,9 @@ _FACTS: dict[str, _SourceFacts] = {
         split="none (stage 2 test labels were never published)",
         switches=("views", "others"),
         notes=("'Lung Opacity' is opacity suspicious for pneumonia, not a clinical diagnosis",
-               "all images are frontal (PA/AP); ViewPosition is read from the DICOM header with dicom_meta=yes"),
+               "all images are frontal (PA/AP); ViewPosition is read from the DICOM header with dicom_meta=yes",
+               "an image with a Target but no row in the detailed class file is excluded, with one warning giving "
+               "the count (missing_class=error stops instead)"),
     ),
     "mimic": _SourceFacts(
         title="MIMIC-CXR-JPG 2.x (Beth Israel Deaconess; CheXpert- or NegBio-labelled reports)",

@@ -24,7 +24,7 @@ COMMON_OPTIONS = frozenset({*SWITCHES, "cache_dir"})
 #: Options only some loaders use. Another loader ignores them (with a log line), so that one ``--data-option`` set can
 #: serve several ``--data`` specs; a key known to no loader is an error (most likely a typo).
 LOADER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "rsna": ("dicom_meta",),
+    "rsna": ("dicom_meta", "missing_class"),
     "mimic": ("labeler",),
     "jsrt": ("invert",),
     "pneumoniamnist": ("size",),

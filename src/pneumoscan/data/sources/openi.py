@@ -18,8 +18,13 @@ Two published forms are accepted:
 
    ``MeSH`` holds the major terms joined with ``;`` (``Cardiomegaly/borderline;Pulmonary Artery/enlarged``).
 
-Only the Kaggle ``indiana_projections.csv`` says which image is lateral. With the XML form, put that file next to
-``ecgen-radiology/`` (images are matched by report uid and their ``IM-xxxx-xxxx`` part) or pass ``views=all``.
+Only the Kaggle ``indiana_projections.csv`` says which image is lateral, one row per file. With the Kaggle form each
+image's view is the ``projection`` of its own row (looked up by file name). With the XML form, put that file next to
+``ecgen-radiology/`` or pass ``views=all``; an XML image is matched to its row by report uid and its whole ``IM-`` code
+(``IM-0140-0001-0002``, every number group): many real names carry four numbers, and the images of one study that
+share the first two (``1207_IM-0140-0001-0001`` lateral, ``1207_IM-0140-0001-0002`` frontal) must not share a view.
+An image whose row is missing or ambiguous gets the view ``unknown`` (left out by ``views=frontal``), with a warning
+giving the count.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from pneumoscan.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 SOURCE = "openi"
-_IM = re.compile(r"IM-\d+-\d+")
-Report = tuple[str, list[str], list[str]]  # (uid, MeSH major terms, image ids or file names)
+_IM = re.compile(r"IM-\d+(?:-\d+)+")  # the whole code: IM-0001-4001 or IM-0140-0001-0002
+UNKNOWN = "unknown"
+#: (uid, MeSH major terms, [(image id or file name, view)]); the view is None until looked up (XML form).
+Report = tuple[str, list[str], list[tuple[str, str | None]]]
 
 
 @register_source(SOURCE, "Open-i Indiana chest X-rays: ecgen-radiology/*.xml + NLMCXR_png/, or Kaggle indiana_*.csv")
@@ -55,29 +62,37 @@ def load_openi(path: Path, options: dict[str, str]) -> list[Record]:
     """
     check_options(SOURCE, options)
     policy = policy_for(SOURCE, options)
-    projections = _projections(path)
+    projections: dict[tuple[str, str], str] = {}  # XML form only: the Kaggle rows carry their view themselves
     xml_dir = find_dir(path, ("", "NLMCXR_reports"), "ecgen-radiology")
     if (path / "indiana_reports.csv").is_file():
         reports, images = _kaggle_reports(path), _image_dir(path, ("images/images_normalized", "images", ""))
     elif xml_dir is not None:
         reports, images = _xml_reports(xml_dir / "ecgen-radiology"), _image_dir(path, ("NLMCXR_png", "images", ""))
+        projections = _projections(path)
         if policy.views == "frontal" and not projections:
             raise ConfigError(f"{path}: the Open-i XML reports do not say which image is lateral; put the Kaggle "
                               "indiana_projections.csv next to ecgen-radiology/ or pass --data-option views=all")
     else:
         raise DataError(f"{path}: neither ecgen-radiology/ (Open-i XML reports) nor indiana_reports.csv found")
     records = []
+    unmatched: list[str] = []
     for uid, terms, files in reports:
         label, subtype = _label(terms, policy.others)
         if label is None:
             continue
-        for name in files:
-            view = projections.get((uid, _im_part(name)), "unknown")
+        for name, known in files:
+            view = known if known is not None else projections.get((uid, _im_part(name)), UNKNOWN)
+            if view == UNKNOWN and (known is not None or projections):  # XML alone: unknown views are expected
+                unmatched.append(name)
             if policy.views == "frontal" and view != "Frontal":
                 continue
             file = name if name.endswith(".png") else f"{name}.png"
             extra = {"view": view, "study_id": uid, "mesh": ";".join(terms)}
             records.append(Record(str(images / file), label, None, None, SOURCE, subtype, extra))
+    if unmatched:
+        logger.warning("openi: %d images of labelled reports have no unambiguous row in indiana_projections.csv; "
+                       "their view is unknown%s (e.g. %s)", len(unmatched),
+                       " and they were left out (views=frontal)" if policy.views == "frontal" else "", unmatched[0])
     logger.info("openi: %d images kept from %d reports", len(records), len(reports))
     return keep_existing(records, images, SOURCE)
 
@@ -95,6 +110,7 @@ def _label(terms: list[str], others: str) -> tuple[int | None, str | None]:
 
 
 def _im_part(name: str) -> str:
+    """The whole ``IM-`` code of an image name (every number group), or the name itself when it has none."""
     match = _IM.search(name)
     return match.group(0) if match else name
 
@@ -105,23 +121,37 @@ def _uid(text: str) -> str:
 
 
 def _projections(root: Path) -> dict[tuple[str, str], str]:
-    """(report uid, IM-xxxx-xxxx) -> 'Frontal' / 'Lateral' from indiana_projections.csv, if present."""
+    """(report uid, whole IM code) -> 'Frontal' / 'Lateral' from indiana_projections.csv, for the XML form.
+
+    A key that two rows give different views is mapped to ``unknown`` rather than to whichever row came last.
+    """
     csv_path = root / "indiana_projections.csv"
     if not csv_path.is_file():
         return {}
-    rows = read_table(csv_path, ("uid", "filename", "projection"))
-    return {(_uid(r["uid"]), _im_part(r["filename"])): r["projection"] for r in rows}
+    out: dict[tuple[str, str], str] = {}
+    for row in read_table(csv_path, ("uid", "filename", "projection")):
+        key = (_uid(row["uid"]), _im_part(row["filename"]))
+        out[key] = row["projection"] if out.get(key, row["projection"]) == row["projection"] else UNKNOWN
+    return out
 
 
 def _kaggle_reports(root: Path) -> list[Report]:
+    """Reports with their files, each with the view of its own row of indiana_projections.csv."""
     reports = read_table(root / "indiana_reports.csv", ("uid", "MeSH"))
-    projections = root / "indiana_projections.csv"
-    if not projections.is_file():
-        raise DataError(f"{projections}: not found (the Kaggle form needs it to list each report's images)")
+    csv_path = root / "indiana_projections.csv"
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: not found (the Kaggle form needs it to list each report's images)")
+    views: dict[str, str] = {}
     files: dict[str, list[str]] = {}
-    for row in read_table(projections, ("uid", "filename", "projection")):
-        files.setdefault(_uid(row["uid"]), []).append(row["filename"])
-    return [(_uid(r["uid"]), r["MeSH"].split(";"), files.get(_uid(r["uid"]), [])) for r in reports]
+    for row in read_table(csv_path, ("uid", "filename", "projection")):
+        name, view = row["filename"], row["projection"] or UNKNOWN
+        if name in views:  # listed twice: keep one record; conflicting views make it unknown, not the last row's
+            views[name] = view if views[name] == view else UNKNOWN
+            continue
+        views[name] = view
+        files.setdefault(_uid(row["uid"]), []).append(name)
+    return [(_uid(r["uid"]), r["MeSH"].split(";"), [(f, views[f]) for f in files.get(_uid(r["uid"]), [])])
+            for r in reports]
 
 
 def _xml_reports(folder: Path) -> list[Report]:
@@ -134,7 +164,8 @@ def _xml_reports(folder: Path) -> list[Report]:
         uid_el = root.find("uId")
         uid = _uid(uid_el.get("id", "") if uid_el is not None else "") or xml_path.stem
         terms = [(m.text or "").strip() for m in root.iterfind(".//MeSH/major")]
-        images = [el.get("id", "") for el in root.iter("parentImage") if el.get("id")]
+        images: list[tuple[str, str | None]] = [(el.get("id", ""), None) for el in root.iter("parentImage")
+                                                if el.get("id")]
         out.append((uid, terms, images))
     if not out:
         raise DataError(f"{folder}: no Open-i XML reports (*.xml)")

@@ -408,7 +408,8 @@ def _groups_md(groups: Mapping[str, object] | None) -> list[str]:
     for column, info in groups["by"].items():
         lines += ["", f"### {column}", "", "| " + " | ".join(GROUP_TABLE_HEADER) + " |",
                   "|" + "---|" * len(GROUP_TABLE_HEADER)]
-        lines += ["| " + " | ".join(row) + " |" for row in group_table_rows(groups, column)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+                  for row in group_table_rows(groups, column)]
         lines += ["", f"Confounding check: {info['confounding']['reason']}."]
     return lines + [""]
 

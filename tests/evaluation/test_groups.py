@@ -134,6 +134,8 @@ def test_from_table_equals_from_arrays() -> None:
             for i, (a, b, v) in enumerate(zip(y, p, view, strict=True))]
     rows.append({"label": None, "probability": 0.5, "view": "A"})  # unlabelled: left out
     table = group_metrics_from_table(rows, ["view"], 0.5, n_bootstrap=100)
+    named = [{**r, "label": ("PNEUMONIA" if r["label"] else "normal")} for r in rows[:-1]]
+    assert group_metrics_from_table(named, ["view"], 0.5, n_bootstrap=100) == table
     arrays = group_metrics(y, p, 0.5, {"view": view}, patients=[f"p{i}" for i in range(y.size)], n_bootstrap=100)
     assert table == arrays
     with pytest.raises(DataError, match="no 'probability' column"):

@@ -221,6 +221,12 @@ def group_metrics(
             "n_resamples": int(n_bootstrap), "pooled": pooled, "by": by}
 
 
+def _label(value: object) -> int:
+    """0/1 from a table cell: a number (0, 1, 1.0) or a class name (NORMAL / PNEUMONIA, any case)."""
+    text = str(value).strip().upper()
+    return CLASS_NAMES.index(text) if text in CLASS_NAMES else int(float(text))
+
+
 def group_metrics_from_table(
     rows: Sequence[Mapping[str, object]],
     by: Iterable[str],
@@ -235,8 +241,8 @@ def group_metrics_from_table(
 ) -> dict[str, object]:
     """:func:`group_metrics` on a predictions table (one mapping per image).
 
-    Rows without a label (None / empty) are left out. ``patient`` names the patient-id column (None: resample
-    images); a row without a patient id is its own patient.
+    Labels are 0/1 or class names (NORMAL / PNEUMONIA); rows without a label (None / empty) are left out.
+    ``patient`` names the patient-id column (None: resample images); a row without a patient id is its own patient.
 
     Raises:
         ConfigError: a ``by`` column no row has. DataError: a label or probability that is not valid.
@@ -245,7 +251,7 @@ def group_metrics_from_table(
     if not kept:
         raise DataError("no labelled rows in the predictions table")
     try:
-        y = [int(float(str(row[label]))) for row in kept]
+        y = [_label(row[label]) for row in kept]
         p = [float(str(row[probability])) for row in kept]
     except KeyError as err:
         raise DataError(f"predictions table has no '{err.args[0]}' column") from err

@@ -28,18 +28,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images in the error gallery")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="leave out unreadable images (counted in the report) instead of stopping")
+    p.add_argument("--group-by", action="append", default=[], metavar="COLUMN",
+                   help="also report ROC-AUC, sensitivity and specificity per value of COLUMN (a manifest column "
+                        "such as view or sex, source, subtype, or age_band derived from age), with a warning when "
+                        "the pooled ROC-AUC is confounded by it; repeatable. Per source always with several sources")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pneumoscan.evaluation.groups import format_group_text
     from pneumoscan.inference.evaluate import evaluate_model
 
     options = dict(item.split("=", 1) for item in args.data_option if "=" in item)
     metrics = evaluate_model(checkpoint=args.checkpoint, data=args.data, split=args.split, output=args.output,
                              backend=args.backend, batch_size=args.batch_size, n_bootstrap=args.bootstrap,
                              heatmaps=not args.no_heatmaps, skip_unreadable=args.skip_unreadable, seed=args.seed,
-                             data_options=options, precision=args.precision)
+                             data_options=options, precision=args.precision, group_by=args.group_by)
     ci = (metrics.get("confidence_intervals") or {}).get("metrics", {})
 
     def fmt(key: str) -> str:
@@ -53,5 +58,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{metrics['n']} images, threshold {metrics['threshold']:.4f}")
     for key in ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc", "pr_auc"):
         print(f"  {key:<12} {fmt(key)}")
+    for line in format_group_text(metrics.get("groups")):
+        print(line)
     print(f"report: {Path(args.output) / 'report.html'}")
     return 0

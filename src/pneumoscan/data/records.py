@@ -4,6 +4,7 @@ A *data spec* is what the user passes to ``--data``:
 
 - ``PATH`` to a folder in the layout users download (``{train,val,test}/{NORMAL,PNEUMONIA}/*``, the Kaggle layout),
   or a flat ``{NORMAL,PNEUMONIA}/*`` folder (no split: every image is a holdout / to-be-split image);
+  a ``manifest.csv`` inside such a folder that lists all its images adds its further columns (``view``, ...);
 - ``PATH`` to a manifest CSV with columns ``path,label[,split][,patient_id][,subtype][,source]``; relative paths are
   resolved against the CSV's folder;
 - ``FORMAT:PATH`` for a public collection in its publisher's layout (``nih:/data/ChestX-ray14``); loaders register
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pneumoscan import CLASS_NAMES
@@ -151,8 +153,16 @@ def _list_images(folder: Path) -> list[Path]:
 def load_folder(root: Path, source: str = "folder") -> list[Record]:
     """Read ``root/{train,val,test}/{NORMAL,PNEUMONIA}/*`` or ``root/{NORMAL,PNEUMONIA}/*``.
 
+    Labels and splits come from the folder names, patient ids and subtypes from Kermany-style file names. When the
+    folder also holds a ``manifest.csv`` that lists every image found (as ``rsna_adult/`` and ``kermany224/`` do),
+    its further columns (``view``, ``sex``, ``age``, ...) are kept in :attr:`Record.extra` and its ``patient_id``
+    fills in where the file name gives none, so that ``--data FOLDER`` and ``--data FOLDER/manifest.csv`` can both
+    be grouped by view. What the folder says (label, split, patient id, subtype) is never overridden: a folder
+    without a manifest, or with one, loads the same records.
+
     Raises:
-        DataError: neither layout is found, or a split lacks one of the two classes.
+        DataError: neither layout is found, a split lacks one of the two classes, or the folder's manifest.csv
+            contradicts the folder (another label or split for an image).
     """
     root = root.resolve()
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
@@ -174,7 +184,56 @@ def load_folder(root: Path, source: str = "folder") -> list[Record]:
                 raise DataError(f"{folder / cls}: class folder missing or empty; both NORMAL and PNEUMONIA are needed")
             for f in files:
                 records.append(Record(str(f), label, split, patient_id_from_filename(f.name), source, _subtype(f.name)))
-    return records
+    return _with_folder_manifest(root, records)
+
+
+FOLDER_MANIFEST = "manifest.csv"
+
+
+def _with_folder_manifest(root: Path, records: list[Record]) -> list[Record]:
+    """Add what ``root/manifest.csv`` knows (extra columns, missing patient ids) to the folder's records.
+
+    The manifest is used only when it lists every image of the folder: a partial or stale manifest would give some
+    images a view and others none, which a per-view report would silently mistake for a group. An unreadable one is
+    skipped with a warning (the folder alone is a valid data set); one that contradicts the folder is an error.
+    """
+    csv_path = root / FOLDER_MANIFEST
+    if not csv_path.is_file() or not records:
+        return records
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error, OSError) as err:
+        logger.warning("%s: not a readable CSV manifest (%s); using the folder layout alone", csv_path, err)
+        return records
+    by_path: dict[str, tuple[int, dict[str, str]]] = {}
+    for i, row in enumerate(rows, start=2):
+        rel = (row.get("path") or "").strip()
+        if rel:
+            by_path[os.path.normpath(Path(rel) if Path(rel).is_absolute() else root / rel)] = (i, row)
+    missing = sum(1 for r in records if os.path.normpath(r.path) not in by_path)
+    if missing:
+        logger.info("%s does not list %d of the %d images; its columns are not used", csv_path, missing, len(records))
+        return records
+    out = []
+    for r in records:
+        i, row = by_path[os.path.normpath(r.path)]
+        where = f"{csv_path}:{i}"
+        label = parse_label(row.get("label") or "", where=where)
+        if label is not None and label != r.label:
+            raise DataError(f"{where}: label {CLASS_NAMES[label]} but the image is in a {CLASS_NAMES[r.label]} folder"
+                            " (fix or remove the manifest)")
+        split = (row.get("split") or "").strip().lower() or None
+        if split is not None and r.split is not None and split != r.split:
+            raise DataError(f"{where}: split '{split}' but the image is in the '{r.split}' folder "
+                            "(fix or remove the manifest)")
+        extra = {k: str(v).strip() for k, v in row.items()
+                 if k and k not in MANIFEST_COLUMNS and v is not None and str(v).strip()}
+        patient = r.patient_id or (row.get("patient_id") or "").strip() or None
+        out.append(replace(r, patient_id=patient, extra={**r.extra, **extra}))
+    logger.info("%s: columns %s added to %d images", csv_path, ", ".join(sorted({k for r in out for k in r.extra}))
+                or "none", len(out))
+    return out
 
 
 def _find_class_dir(folder: Path, cls: str) -> Path | None:
@@ -260,8 +319,6 @@ def distinct_source_names(records: list[Record], spec: str | Path, seen: set[str
     Two plain folders are both source ``folder``; without this their patients (``person1``) would be merged and
     per-source balancing and reports would see one source. ``seen`` collects the names used so far.
     """
-    from dataclasses import replace
-
     names = {r.source for r in records}
     clash = names & seen
     if clash:

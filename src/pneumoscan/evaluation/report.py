@@ -35,6 +35,7 @@ from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.bootstrap import bootstrap_ci, group_codes, standard_metrics, threshold_metric
 from pneumoscan.evaluation.calibration import apply_temperature, brier_score, expected_calibration_error
 from pneumoscan.evaluation.calibration import reliability_curve as _reliability_curve
+from pneumoscan.evaluation.groups import GROUP_TABLE_HEADER, confounding_warnings, group_metrics, group_table_rows
 from pneumoscan.evaluation.metrics import ArrayLike, binary_metrics, check_binary_inputs, check_threshold
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class _Inputs:
     logits: np.ndarray | None
     p_uncal: np.ndarray | None
     subgroups: dict[str, list[str]]
+    group_by: dict[str, list[str | None]]
 
     @property
     def predicted(self) -> np.ndarray:
@@ -151,12 +153,14 @@ def _prepare(
     y_true: ArrayLike, probs: ArrayLike, threshold: float, paths: Sequence[str] | None,
     groups: Sequence[Hashable | None] | None, logits: ArrayLike | None, temperature: float | None,
     probs_uncalibrated: ArrayLike | None, subgroups: Mapping[str, Sequence[str | None]] | None,
+    group_by: Mapping[str, Sequence[str | None]] | None = None,
 ) -> _Inputs:
     y, p = check_binary_inputs(y_true, probs)
     n = y.size
     for name, values in (("paths", paths), ("groups", groups), ("logits", logits),
-                         ("probs_uncalibrated", probs_uncalibrated), *((f"subgroup '{k}'", v)
-                                                                       for k, v in (subgroups or {}).items())):
+                         ("probs_uncalibrated", probs_uncalibrated),
+                         *((f"subgroup '{k}'", v) for k, v in (subgroups or {}).items()),
+                         *((f"group column '{k}'", v) for k, v in (group_by or {}).items())):
         _check_length(name, values, n)
     z = None if logits is None else np.asarray(logits, dtype=np.float64)
     if z is not None and not np.isfinite(z).all():
@@ -170,6 +174,8 @@ def _prepare(
         groups=None if groups is None else list(groups), logits=z, p_uncal=p_uncal,
         subgroups={str(k): ["unknown" if v is None or v == "" else str(v) for v in vals]
                    for k, vals in (subgroups or {}).items()},
+        group_by={str(k): [None if v is None or v == "" else str(v) for v in vals]
+                  for k, vals in (group_by or {}).items()},
     )
 
 
@@ -262,6 +268,8 @@ def _metrics_document(
         "operating_points": _operating_points(inp, points),
         "calibration": _calibration(inp, temperature),
         "subgroups": _subgroups(inp, n_bootstrap, seed),
+        "groups": group_metrics(inp.y, inp.p, inp.threshold, inp.group_by, patients=inp.groups,
+                                n_bootstrap=n_bootstrap, ci=CI_LEVEL, seed=seed) if inp.group_by else None,
         "model": dict(model_info),
         "data": dict(data_info),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -276,15 +284,18 @@ def _predictions_csv(inp: _Inputs) -> str:
     base = ["path", "label", "probability", "predicted", "patient_id"]
     extra = ["logit"] if inp.logits is not None else []
     sub_cols = {name: (f"subgroup_{name}" if name in base + extra else name) for name in inp.subgroups}
+    group_cols = {name: (f"group_{name}" if name in base + extra else name) for name in inp.group_by
+                  if name not in inp.subgroups}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(base + extra + list(sub_cols.values()))
+    writer.writerow(base + extra + list(sub_cols.values()) + list(group_cols.values()))
     predicted = inp.predicted
     for i, path in enumerate(inp.paths):
         patient = "" if inp.groups is None or inp.groups[i] is None else str(inp.groups[i])
         row = [path, int(inp.y[i]), repr(float(inp.p[i])), int(predicted[i]), patient]
         row += [repr(float(inp.logits[i]))] if inp.logits is not None else []
         row += [inp.subgroups[name][i] for name in sub_cols]
+        row += [inp.group_by[name][i] or "" for name in group_cols]
         writer.writerow(row)
     return buf.getvalue()
 
@@ -383,7 +394,24 @@ def _summary_md(doc: Mapping[str, object]) -> str:
     cm = doc["confusion_matrix"]
     lines += ["", f"Confusion matrix: TN {cm[0][0]}, FP {cm[0][1]}, FN {cm[1][0]}, TP {cm[1][1]}.",
               f"Calibration: ECE {_fmt(doc['calibration']['ece'])}, Brier {_fmt(doc['calibration']['brier'])}.", ""]
+    lines += _groups_md(doc.get("groups"))
     return "\n".join(lines)
+
+
+def _groups_md(groups: Mapping[str, object] | None) -> list[str]:
+    if not groups:
+        return []
+    lines = ["## By group", "",
+             f"At the threshold above; 95% CIs: percentile bootstrap by {groups['unit']}. Confounding rule: "
+             f"{groups['rule']}.", ""]
+    lines += [f"**Warning:** {w}." for w in confounding_warnings(groups)]
+    for column, info in groups["by"].items():
+        lines += ["", f"### {column}", "", "| " + " | ".join(GROUP_TABLE_HEADER) + " |",
+                  "|" + "---|" * len(GROUP_TABLE_HEADER)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+                  for row in group_table_rows(groups, column)]
+        lines += ["", f"Confounding check: {info['confounding']['reason']}."]
+    return lines + [""]
 
 
 _CSS = """
@@ -464,7 +492,9 @@ def _html_metrics(doc: Mapping[str, object]) -> str:
                 f"({ci_info['note']}). PR-AUC is the average precision.")
     else:
         note = "No bootstrap intervals were computed. PR-AUC is the average precision."
-    return (f"<h2>Metrics at threshold {doc['threshold']:.4f}</h2>"
+    warnings = "".join(f'<p class="warn" role="alert"><strong>Warning:</strong> {html.escape(w)}. See '
+                       '<a href="#groups">By group</a>.</p>' for w in confounding_warnings(doc.get("groups")))
+    return (f"<h2>Metrics at threshold {doc['threshold']:.4f}</h2>{warnings}"
             f"<p>Threshold rule: {html.escape(_rule_text(str(doc['threshold_rule'])))}; PNEUMONIA when "
             f"probability ≥ threshold.</p>{_table(('Metric', 'Value', '95% CI'), rows, 'metrics')}"
             f'<p class="note">{html.escape(note)}</p>')
@@ -522,6 +552,23 @@ def _html_subgroups(doc: Mapping[str, object]) -> str:
     return "<h2>Subgroups</h2>" + _table(header, rows, "subgroups")
 
 
+def _html_groups(doc: Mapping[str, object]) -> str:
+    groups = doc.get("groups")
+    if not groups:
+        return ""
+    parts = ['<h2 id="groups">By group</h2>',
+             f'<p class="note">Pooled and per-group figures at the threshold above; 95% CIs: percentile bootstrap by '
+             f"{html.escape(str(groups['unit']))}. Confounding rule: {html.escape(str(groups['rule']))}.</p>"]
+    for column, info in groups["by"].items():
+        check = info["confounding"]
+        css = "warn" if check.get("confounded") else "note"
+        parts.append(f"<h3>{html.escape(column)}</h3>"
+                     + _table(GROUP_TABLE_HEADER, group_table_rows(groups, column), f"groups-{column}")
+                     + f'<p class="{css}">Confounding check: {html.escape(str(check["reason"]))}'
+                     + (" — the pooled figure is confounded." if check.get("confounded") else ".") + "</p>")
+    return "".join(parts)
+
+
 def _html_gallery(gallery: Mapping[str, list[dict]], heatmaps: bool) -> str:
     parts = ["<h2>Most confident errors</h2>",
              f'<p class="note">{"Heatmap overlays" if heatmaps else "Thumbnails"} of the false positives with the '
@@ -540,7 +587,7 @@ def _html(doc: Mapping[str, object], figures: Mapping[str, bytes], gallery: Mapp
           heatmaps: bool) -> str:
     title = html.escape(f"pneumoscan evaluation: {doc['model'].get('name', 'model')}")
     body = (_html_header(doc) + _html_metrics(doc) + _html_operating_points(doc) + _html_figures(doc, figures)
-            + _html_subgroups(doc) + _html_gallery(gallery, heatmaps))
+            + _html_groups(doc) + _html_subgroups(doc) + _html_gallery(gallery, heatmaps))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
             f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
@@ -564,6 +611,7 @@ def write_evaluation_report(
     probs_uncalibrated: ArrayLike | None = None,
     paths: Sequence[str] | None = None,
     subgroups: Mapping[str, Sequence[str | None]] | None = None,
+    group_by: Mapping[str, Sequence[str | None]] | None = None,
     heatmap_fn: HeatmapFn | None = None,
     n_bootstrap: int = 2000,
     seed: int = 0,
@@ -596,6 +644,9 @@ def write_evaluation_report(
         paths: image path per row (for predictions.csv and the error gallery); None: rows are numbered.
         subgroups: per-image attributes to break metrics down by, e.g. ``{"subtype": [...], "source": [...]}``; None
             values become "unknown". A subgroup with one class only reports only its own rate.
+        group_by: ``{column: value per image}`` (``--group-by``; see :mod:`pneumoscan.evaluation.groups`): pooled and
+            per-group ROC-AUC, sensitivity and specificity with patient-level intervals in ``metrics.json["groups"]``,
+            a table per column in summary.md and report.html, and a warning when the pooled ROC-AUC is confounded.
         heatmap_fn: returns a PNG (e.g. Grad-CAM overlay) for an image path, for the error gallery; without it, or
             when it fails, a thumbnail is read with :func:`pneumoscan.data.io.read_image` (no image if that fails).
         n_bootstrap: bootstrap resamples for the intervals (0: no intervals).
@@ -610,7 +661,8 @@ def write_evaluation_report(
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    inp = _prepare(y_true, probs, threshold, paths, groups, logits, temperature, probs_uncalibrated, subgroups)
+    inp = _prepare(y_true, probs, threshold, paths, groups, logits, temperature, probs_uncalibrated, subgroups,
+                   group_by)
     doc = _metrics_document(inp, threshold_rule, operating_points, temperature, model_info, data_info,
                             int(n_bootstrap), seed)
     figures = _figures(inp, doc, operating_points)

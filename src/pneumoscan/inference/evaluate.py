@@ -55,14 +55,24 @@ def select_records(data: Sequence[str], split: str, options: dict[str, str] | No
 def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split: str, output: str | Path,
                    backend: str = "torch", batch_size: int = 32, n_bootstrap: int = 2000, heatmaps: bool = True,
                    skip_unreadable: bool = False, seed: int = 0,
-                   data_options: dict[str, str] | None = None, precision: str = "auto") -> dict[str, Any]:
+                   data_options: dict[str, str] | None = None, precision: str = "auto",
+                   group_by: Sequence[str] = ()) -> dict[str, Any]:
     """Predict on the selected images and write the evaluation report; returns the metrics dict.
 
     ``precision`` is the torch autocast (see :func:`~pneumoscan.inference.predictor.inference_precision`).
+    ``group_by`` names columns (a record field such as ``source`` or ``subtype``, a manifest column kept in
+    :attr:`Record.extra` such as ``view`` or ``sex``, or the derived ``age_band``) to report pooled and per-group
+    figures by (:mod:`pneumoscan.evaluation.groups`); ``source`` is added whenever the images come from several
+    sources. The columns are checked before anything is predicted.
     """
+    from pneumoscan.evaluation.groups import group_columns
     from pneumoscan.evaluation.report import write_evaluation_report
 
     records, note = select_records(data, split, data_options)
+    by = list(dict.fromkeys(group_by))
+    if len({r.source for r in records}) > 1 and "source" not in by:
+        by.append("source")
+    columns = group_columns(table_rows(records), by) if by else {}
     predictor = Predictor.load(checkpoint, backend=backend, precision=precision)
     results = predictor.predict_sources([r.path for r in records], batch_size=batch_size,
                                         progress=_progress_bar(len(records)))
@@ -72,6 +82,7 @@ def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split:
         raise DataError(f"{failed[0].error}{more}")
     keep = [i for i, p in enumerate(results) if not p.error]
     records = [records[i] for i in keep]
+    columns = {name: [values[i] for i in keep] for name, values in columns.items()}
     probs = np.array([results[i].probability for i in keep], dtype=np.float64)
     y_true = np.array([r.label for r in records], dtype=np.int64)
     known = sum(1 for r in records if r.patient_id)
@@ -82,7 +93,7 @@ def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split:
         Path(output), y_true=y_true, probs=probs, threshold=info.threshold, threshold_rule=info.threshold_rule,
         operating_points=info.operating_points or None,
         groups=[r.group if r.patient_id else None for r in records] if known else None,
-        temperature=info.temperature, paths=[r.path for r in records], subgroups=subgroups,
+        temperature=info.temperature, paths=[r.path for r in records], subgroups=subgroups, group_by=columns,
         model_info={"name": info.name, "version": info.version, "checkpoint": str(checkpoint or "shipped model"),
                     "backend": backend, "image_size": info.preprocess.image_size},
         data_info={"spec": list(data), "split": split, "selection": note, "n_unreadable": len(failed),
@@ -107,6 +118,13 @@ def _policies(data: Sequence[str], options: dict[str, str] | None) -> dict[str, 
         except (KeyError, ValueError, DataError):
             out[spec] = "labels as given by the folder / manifest"
     return out
+
+
+def table_rows(records: Sequence[Record]) -> list[dict[str, object]]:
+    """One predictions-table row per record: its extra columns, overlaid by the record's own fields (so a manifest
+    column cannot shadow ``source`` or ``label``); what :func:`~pneumoscan.evaluation.groups.group_columns` reads."""
+    return [{**r.extra, "path": r.path, "label": r.label, "split": r.split, "patient_id": r.patient_id,
+             "source": r.source, "subtype": r.subtype} for r in records]
 
 
 def _subgroups(records: list[Record]) -> dict[str, list[str | None]]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
 from tests.fixtures import make_xray_like, write_dicom
 
 SHARED = Path(os.environ.get("PNEUMOSCAN_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))

@@ -105,10 +105,10 @@ def _client() -> Any:
     global _CLIENT
     if _CLIENT is None:
         from fastapi.testclient import TestClient
+        from tests.serving.support import tiny_model
 
         from pneumoscan.serving.app import create_app
         from pneumoscan.serving.settings import ServeSettings
-        from tests.serving.support import tiny_model
 
         model = tiny_model(Path(os.environ.get("PNEUMOSCAN_FUZZ_MODEL_DIR", str(_TMP))))
         settings = ServeSettings(checkpoint=model.onnx, backend="onnx", max_pixels=FUZZ_MAX_PIXELS, max_files=4,

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from fuzz import targets
+from fuzz.seeds import synthetic_seeds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz import targets
-from fuzz.seeds import synthetic_seeds
 from pneumoscan.serving.app import create_app
 from pneumoscan.serving.settings import ServeSettings
 from tests.serving.support import TinyModel, tiny_model

@@ -112,6 +112,9 @@ def read_dataset(fp: BinaryIO, name: str, *, raw: bool, header_only: bool = Fals
         ImageReadError: the header cannot be parsed, or a forced read does not look like an image data set.
     """
     pydicom = require("pydicom", "dicom")
+    # No value validation while reading: its warnings quote element values, which can be patient identifiers, into
+    # the log (we never rely on value validity: every value we use is checked where it is used).
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE  # type: ignore[attr-defined]
     try:
         ds = pydicom.dcmread(fp, force=raw, defer_size=1024 if header_only else None)  # type: ignore[attr-defined]
     except Exception as err:  # broad on purpose: pydicom raises many types on corrupt input; see module docstring

@@ -22,7 +22,14 @@ import pytest
 from PIL import Image
 
 from pneumoscan.data.io import DEFAULT_MAX_PIXELS, ImageInfo, probe_image, read_image
-from pneumoscan.errors import DicomError, ImageReadError, ImageTooLargeError
+from pneumoscan.errors import (
+    CorruptDicomError,
+    CorruptImageError,
+    DicomError,
+    ImageReadError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
 from tests.fixtures import (
     make_dataset_folder,
     make_xray_like,
@@ -349,20 +356,23 @@ def _dicom_bytes(tmp: Path) -> bytes:
 
 
 BAD_INPUTS: list[tuple[str, Callable[[Path], bytes], type[Exception], str]] = [
-    ("empty", lambda t: b"", ImageReadError, "empty file"),
-    ("truncated-jpeg", lambda t: _jpeg_bytes()[:600], ImageReadError, "truncated or corrupt JPEG"),
-    ("jpeg-without-end", lambda t: _jpeg_bytes()[:-40], ImageReadError, "truncated or corrupt JPEG"),
-    ("truncated-png", lambda t: _png_bytes()[: len(_png_bytes()) // 2], ImageReadError, "truncated or corrupt PNG"),
-    ("png-signature-only", lambda t: _png_bytes()[:8], ImageReadError, "truncated or corrupt PNG"),
-    ("random-bytes", lambda t: np.random.default_rng(0).bytes(4096), ImageReadError, "not an image"),
-    ("text", lambda t: b"patient,label\nperson1,PNEUMONIA\n", ImageReadError, "first bytes b'patient,"),
-    ("html", lambda t: b"<!doctype html><html><body>404</body></html>", ImageReadError, "not an image"),
-    ("gif", lambda t: b"GIF89a" + b"\0" * 32, ImageReadError, "unsupported image format GIF"),
+    ("empty", lambda t: b"", CorruptImageError, "empty file"),
+    ("truncated-jpeg", lambda t: _jpeg_bytes()[:600], CorruptImageError, "truncated or corrupt JPEG"),
+    ("jpeg-without-end", lambda t: _jpeg_bytes()[:-40], CorruptImageError, "truncated or corrupt JPEG"),
+    ("truncated-png", lambda t: _png_bytes()[: len(_png_bytes()) // 2], CorruptImageError,
+     "truncated or corrupt PNG"),
+    ("png-signature-only", lambda t: _png_bytes()[:8], CorruptImageError, "truncated or corrupt PNG"),
+    ("random-bytes", lambda t: np.random.default_rng(0).bytes(4096), UnsupportedImageError, "not an image"),
+    ("text", lambda t: b"patient,label\nperson1,PNEUMONIA\n", UnsupportedImageError, "first bytes b'patient,"),
+    ("html", lambda t: b"<!doctype html><html><body>404</body></html>", UnsupportedImageError, "not an image"),
+    ("gif", lambda t: b"GIF89a" + b"\0" * 32, UnsupportedImageError, "unsupported image format GIF"),
+    ("webp", lambda t: b"RIFF\x24\0\0\0WEBPVP8 " + b"\0" * 32, UnsupportedImageError,
+     "unsupported image format WebP"),
     ("huge-png", lambda t: png_header_claiming(100_000, 100_000), ImageTooLargeError, "image too large"),
     ("over-default-limit-png", lambda t: png_header_claiming(8000, 8000), ImageTooLargeError, "8000x8000"),
-    ("truncated-dicom", lambda t: _dicom_bytes(t)[:-100], DicomError, "truncated or corrupt DICOM pixel data"),
-    ("dicom-magic-only", lambda t: b"\0" * 128 + b"DICM", ImageReadError, "truncated or corrupt DICOM"),
-    ("dicom-garbage", lambda t: b"\0" * 128 + b"DICM" + b"\xff" * 64, ImageReadError, "truncated or corrupt DICOM"),
+    ("truncated-dicom", lambda t: _dicom_bytes(t)[:-100], CorruptDicomError, "truncated or corrupt DICOM pixel data"),
+    ("dicom-magic-only", lambda t: b"\0" * 128 + b"DICM", CorruptDicomError, "truncated or corrupt DICOM"),
+    ("dicom-garbage", lambda t: b"\0" * 128 + b"DICM" + b"\xff" * 64, CorruptDicomError, "truncated or corrupt DICOM"),
 ]
 
 

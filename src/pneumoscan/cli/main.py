@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from pneumoscan import __version__
-from pneumoscan.errors import PneumoError
+from pneumoscan.errors import PneumoError, error_kind
 
 # Sub-command name -> module under pneumoscan.cli. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PneumoError as err:
-        print(f"error: {err}", file=sys.stderr)
+        kind = error_kind(err)  # the same table the server answers with (pneumoscan.errors.ERROR_TABLE)
+        print(f"error: {err}" if kind == "error" else f"error: {err} ({kind})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 # option name -> ServeSettings field; only options given on the command line override the environment.
 _OPTIONS = ("checkpoint", "backend", "device", "precision", "host", "port", "api_key", "max_upload_mb", "max_pixels",
-            "max_files", "batch_size")
+            "max_files", "batch_size", "max_concurrent_uploads")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, help="largest decoded image, width x height (default 50,000,000)")
     p.add_argument("--max-files", type=int, help="most files per request (default 16)")
     p.add_argument("--batch-size", type=int, help="most images per network call (default 16)")
+    p.add_argument("--max-concurrent-uploads", type=int,
+                   help="most requests with a body in flight at once; more are answered 503 (default 16)")
     p.add_argument("--no-access-log", action="store_true", help="do not log every request (uvicorn access log)")
     p.set_defaults(func=run)
 

@@ -81,6 +81,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
+    for name in ("augment", "data_options"):  # a wrong type: from_dict names the option (no TypeError here)
+        if values.get(name) is not None and not isinstance(values[name], dict):
+            return TrainConfig.from_dict(values)
     aug = dict(values.get("augment") or {})
     for name in _AUGMENT:
         v = getattr(args, f"aug_{name}", None)
@@ -99,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             raise ConfigError(f"--data-option needs KEY=VALUE, got '{item}'")
         opts[key.strip()] = val.strip()
     if opts:
-        values["data_options"] = {**values.get("data_options", {}), **opts}
+        values["data_options"] = {**(values.get("data_options") or {}), **opts}
     return TrainConfig.from_dict(values)
 
 

@@ -13,7 +13,9 @@ Colour photometrics (RGB, YBR_*) are converted to grey luminance because users d
 of radiographs; PALETTE COLOR (and anything else) is refused with :class:`DicomError`.
 
 pydicom is imported lazily (through :func:`pneumoscan.errors.require`) so that importing :mod:`pneumoscan.data` stays
-cheap for the CLI. Every pydicom failure is turned into :class:`ImageReadError` / :class:`DicomError`: decoder
+cheap for the CLI. Every pydicom failure is turned into one of pneumoscan's image errors — :class:`CorruptDicomError`
+(truncated or corrupt header or pixel data: HTTP 422), :class:`DicomError` (a well-formed DICOM we cannot show: 415)
+or :class:`UnsupportedImageError` (not DICOM after all: 415), see :data:`pneumoscan.errors.ERROR_TABLE`: decoder
 plugins raise many exception types (RuntimeError, ValueError, NotImplementedError, struct.error, ...), so those
 calls are wrapped with a broad ``except Exception`` on purpose; the rest of the code raises specific errors.
 """
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from pneumoscan.errors import DicomError, ImageReadError, ImageTooLargeError, require
+from pneumoscan.errors import CorruptDicomError, DicomError, ImageTooLargeError, UnsupportedImageError, require
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pydicom.dataset import Dataset
@@ -110,21 +112,24 @@ def read_dataset(fp: BinaryIO, name: str, *, raw: bool, header_only: bool = Fals
         ImageReadError: the header cannot be parsed, or a forced read does not look like an image data set.
     """
     pydicom = require("pydicom", "dicom")
+    # No value validation while reading: its warnings quote element values, which can be patient identifiers, into
+    # the log (we never rely on value validity: every value we use is checked where it is used).
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE  # type: ignore[attr-defined]
     try:
         ds = pydicom.dcmread(fp, force=raw, defer_size=1024 if header_only else None)  # type: ignore[attr-defined]
     except Exception as err:  # broad on purpose: pydicom raises many types on corrupt input; see module docstring
         if raw:
-            raise ImageReadError(name, _unrecognised(fp)) from err
-        raise ImageReadError(name, f"truncated or corrupt DICOM ({one_line(err)})") from err
+            raise UnsupportedImageError(name, _unrecognised(fp)) from err
+        raise CorruptDicomError(name, f"truncated or corrupt DICOM ({one_line(err)})") from err
     if not raw and len(ds) == 0:
-        raise ImageReadError(name, "truncated or corrupt DICOM (no data elements after the file header)")
+        raise CorruptDicomError(name, "truncated or corrupt DICOM (no data elements after the file header)")
     if raw:
         try:
             is_image = "Rows" in ds and "Columns" in ds and (ds.get("SOPClassUID") or any(t in ds for t in _PIXEL_TAGS))
         except Exception as err:  # broad on purpose: garbage forced through dcmread can fail on access
-            raise ImageReadError(name, _unrecognised(fp)) from err
+            raise UnsupportedImageError(name, _unrecognised(fp)) from err
         if not is_image:
-            raise ImageReadError(name, _unrecognised(fp))
+            raise UnsupportedImageError(name, _unrecognised(fp))
         _set_transfer_syntax(ds)
     return ds
 
@@ -152,12 +157,12 @@ def _int_tag(ds: Dataset, keyword: str, default: int | None, name: str) -> int:
     value = ds.get(keyword, default)
     if value is None or value == "":
         if default is None:
-            raise DicomError(name, f"missing {keyword}")
+            raise CorruptDicomError(name, f"missing {keyword}")
         return default
     try:
         return int(value)
     except (TypeError, ValueError) as err:
-        raise DicomError(name, f"invalid {keyword} '{value}'") from err
+        raise CorruptDicomError(name, f"invalid {keyword} '{value}'") from err
 
 
 def _photometric(ds: Dataset) -> str:
@@ -195,7 +200,8 @@ def dicom_to_grey(ds: Dataset, name: str, *, max_pixels: int) -> np.ndarray:
         max_pixels: refuse images with more pixels than this before decoding (decompression-bomb guard).
 
     Raises:
-        DicomError: no pixel data, unsupported photometric interpretation, undecodable pixel data.
+        DicomError: no pixel data, unsupported photometric interpretation or transfer syntax.
+        CorruptDicomError: truncated or undecodable pixel data, invalid geometry or LUT (a :class:`DicomError` too).
         ImageTooLargeError: Rows × Columns exceeds ``max_pixels``.
     """
     info = header_info(ds, name)
@@ -209,7 +215,7 @@ def dicom_to_grey(ds: Dataset, name: str, *, max_pixels: int) -> np.ndarray:
             f"{max_pixels:,}"
         )
     if info.width <= 0 or info.height <= 0:
-        raise DicomError(name, f"invalid image size {info.width}x{info.height}")
+        raise CorruptDicomError(name, f"invalid image size {info.width}x{info.height}")
     if info.frames > 1:
         logger.warning("%s: DICOM has %d frames; using the first", name, info.frames)
 
@@ -218,14 +224,14 @@ def dicom_to_grey(ds: Dataset, name: str, *, max_pixels: int) -> np.ndarray:
     try:
         arr = np.asarray(px.pixel_array(ds, index=0))  # type: ignore[attr-defined]
     except Exception as err:  # broad on purpose: decoder plugins raise many types; see module docstring
-        raise DicomError(
+        raise CorruptDicomError(
             name, f"truncated or corrupt DICOM pixel data ({info.transfer_syntax}: {one_line(err)})"
         ) from err
 
     if photometric in COLOUR_PHOTOMETRICS:
         return _colour_to_grey(arr, info, name)
     if arr.ndim != 2:
-        raise DicomError(name, f"{photometric} image decoded with unexpected shape {arr.shape}")
+        raise CorruptDicomError(name, f"{photometric} image decoded with unexpected shape {arr.shape}")
     grey = _grey_to_unit(arr, ds, info, name)
     if photometric == "MONOCHROME1":
         # Inverted last, in float32, so that a MONOCHROME1 image is exactly 1 - its MONOCHROME2 twin.
@@ -245,7 +251,7 @@ def _check_decoder(ds: Dataset, info: DicomHeader, name: str) -> None:
     except NotImplementedError as err:
         raise DicomError(name, f"unsupported transfer syntax {info.transfer_syntax} (no pixel data decoder)") from err
     except Exception as err:  # broad on purpose: an invalid UID string
-        raise DicomError(name, f"invalid transfer syntax {ts} ({one_line(err)})") from err
+        raise CorruptDicomError(name, f"invalid transfer syntax {ts} ({one_line(err)})") from err
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
         raise DicomError(name, f"cannot decode transfer syntax {info.transfer_syntax} here: needs {missing}")
@@ -254,7 +260,7 @@ def _check_decoder(ds: Dataset, info: DicomHeader, name: str) -> None:
 def _colour_to_grey(arr: np.ndarray, info: DicomHeader, name: str) -> np.ndarray:
     """RGB (pixel_array already turned YBR into RGB) → luminance in [0, 1], scaled by the BitsStored range."""
     if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise DicomError(name, f"{info.photometric} image decoded with unexpected shape {arr.shape}")
+        raise CorruptDicomError(name, f"{info.photometric} image decoded with unexpected shape {arr.shape}")
     logger.debug("%s: %s DICOM converted to grey luminance", name, info.photometric)
     rgb = arr.astype(np.float64)
     grey = rgb[..., 0] * LUMA_WEIGHTS[0] + rgb[..., 1] * LUMA_WEIGHTS[1] + rgb[..., 2] * LUMA_WEIGHTS[2]
@@ -302,7 +308,7 @@ def _grey_to_unit(stored: np.ndarray, ds: Dataset, info: DicomHeader, name: str)
     try:
         values = px.apply_modality_lut(stored, ds)  # type: ignore[attr-defined]
     except Exception as err:  # broad on purpose: malformed LUT / rescale values
-        raise DicomError(name, f"invalid Modality LUT or rescale ({one_line(err)})") from err
+        raise CorruptDicomError(name, f"invalid Modality LUT or rescale ({one_line(err)})") from err
 
     voi = _apply_voi(values, ds, name)
     if voi is not None:

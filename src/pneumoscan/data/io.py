@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pneumoscan.data import dicom as _dicom
-from pneumoscan.errors import ImageReadError, ImageTooLargeError
+from pneumoscan.errors import CorruptImageError, ImageReadError, ImageTooLargeError, UnsupportedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,10 @@ _OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "PDF"),
     (b"PK\x03\x04", "ZIP archive"),
     (b"\x1f\x8b", "gzip archive"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
 )
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"})
 _HEAD_SIZE = 256
 
 
@@ -131,7 +134,7 @@ def _open_source(source: ImageSource, name: str) -> Iterator[tuple[BinaryIO, byt
         except OSError as err:
             raise ImageReadError(name, f"cannot read ({err.strerror or err})") from err
         if not head:
-            raise ImageReadError(name, "empty file")
+            raise CorruptImageError(name, "empty file")
         yield fp, head
 
 
@@ -146,9 +149,15 @@ def _sniff(head: bytes) -> str | None:
 
 
 def _unsupported(head: bytes) -> str:
-    for magic, fmt in _OTHER_MAGIC:
-        if head.startswith(magic):
-            return f"unsupported image format {fmt} (use PNG, JPEG, TIFF, BMP or DICOM)"
+    """The problem for bytes we do not read: a named unsupported format when recognised, else "not an image"."""
+    fmt = next((f for magic, f in _OTHER_MAGIC if head.startswith(magic)), None)
+    if fmt is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        fmt = "WebP"
+    if fmt is None and head[4:8] == b"ftyp":  # ISO base media: HEIF/HEIC/AVIF stills (or a video)
+        brand = head[8:12]
+        fmt = "AVIF" if brand.startswith(b"avi") else "HEIF" if brand in _HEIF_BRANDS else None
+    if fmt is not None:
+        return f"unsupported image format {fmt} (use PNG, JPEG, TIFF, BMP or DICOM)"
     return f"not an image (unrecognised format; first bytes {head[:8]!r})"
 
 
@@ -172,9 +181,12 @@ def read_image(source: ImageSource, *, name: str | None = None, max_pixels: int 
         float32 array of shape (H, W) with values in [0, 1].
 
     Raises:
-        ImageReadError: missing, empty, truncated, corrupt or unrecognised file; ``str(err)`` is
-            ``"<name>: <problem>"``.
-        DicomError: a DICOM file without pixel data, or with a photometric interpretation we cannot show as grey.
+        ImageReadError: the file cannot be used; ``str(err)`` is ``"<name>: <problem>"``. Its subclass says why
+            (:data:`pneumoscan.errors.ERROR_TABLE`): :class:`~pneumoscan.errors.CorruptImageError` empty,
+            truncated or corrupt; :class:`~pneumoscan.errors.UnsupportedImageError` not an image or an unsupported
+            format (GIF, WebP, ...); the base class for a missing or unreadable file.
+        DicomError: a DICOM file without pixel data, or with a photometric interpretation we cannot show as grey
+            (:class:`~pneumoscan.errors.CorruptDicomError` when its header or pixel data is corrupt).
         ImageTooLargeError: more than ``max_pixels`` pixels.
     """
     label = _display_name(source, name)
@@ -184,7 +196,7 @@ def read_image(source: ImageSource, *, name: str | None = None, max_pixels: int 
             ds = _dicom.read_dataset(fp, label, raw=fmt is None)
             return _dicom.dicom_to_grey(ds, label, max_pixels=max_pixels)
         if fmt is None:
-            raise ImageReadError(label, _unsupported(head))
+            raise UnsupportedImageError(label, _unsupported(head))
         return _read_pillow(fp, fmt, label, max_pixels)
 
 
@@ -208,7 +220,7 @@ def probe_image(source: ImageSource, *, name: str | None = None) -> ImageInfo:
             h = _dicom.header_info(ds, label)
             return ImageInfo("DICOM", h.width, h.height, h.bits_stored, h.photometric, h.channels, h.frames)
         if fmt is None:
-            raise ImageReadError(label, _unsupported(head))
+            raise UnsupportedImageError(label, _unsupported(head))
         with _open_pillow(fp, fmt, label, max_pixels=None) as im:
             return ImageInfo(
                 format=fmt,
@@ -242,9 +254,9 @@ def _open_pillow(fp: BinaryIO, fmt: str, name: str, *, max_pixels: int | None) -
         limit = f", more than the limit of {max_pixels:,}" if max_pixels is not None else ""
         raise ImageTooLargeError(name, f"image too large: {size}{limit}") from err
     except UnidentifiedImageError as err:  # its message names the stream object, not the problem
-        raise ImageReadError(name, f"truncated or corrupt {fmt} (cannot parse the header)") from err
+        raise CorruptImageError(name, f"truncated or corrupt {fmt} (cannot parse the header)") from err
     except Exception as err:  # broad on purpose: Pillow raises many types on corrupt headers
-        raise ImageReadError(name, f"corrupt {fmt} header ({_dicom.one_line(err)})") from err
+        raise CorruptImageError(name, f"corrupt {fmt} header ({_dicom.one_line(err)})") from err
     with im:
         if max_pixels is not None and im.width * im.height > max_pixels:
             raise ImageTooLargeError(
@@ -264,7 +276,7 @@ def _read_pillow(fp: BinaryIO, fmt: str, name: str, max_pixels: int) -> np.ndarr
         except Image.DecompressionBombError as err:
             raise ImageTooLargeError(name, f"image too large ({_dicom.one_line(err)})") from err
         except Exception as err:  # broad on purpose: truncated data raises OSError, SyntaxError, ...
-            raise ImageReadError(name, f"truncated or corrupt {fmt} ({_dicom.one_line(err)})") from err
+            raise CorruptImageError(name, f"truncated or corrupt {fmt} ({_dicom.one_line(err)})") from err
         try:
             ImageOps.exif_transpose(im, in_place=True)
         except Exception as err:  # broad on purpose: a broken EXIF block should not make the pixels unreadable
@@ -303,7 +315,7 @@ def _pil_to_unit(im: Image.Image, fmt: str, name: str) -> np.ndarray:
     try:
         grey = im.convert("L")
     except Exception as err:  # broad on purpose: exotic modes Pillow cannot convert
-        raise ImageReadError(name, f"unsupported {fmt} pixel mode {mode}") from err
+        raise UnsupportedImageError(name, f"unsupported {fmt} pixel mode {mode}") from err
     return np.asarray(grey, dtype=np.float32) / np.float32(255)
 
 

@@ -281,8 +281,10 @@ def load_manifest(csv_path: Path) -> list[Record]:
     csv_path = csv_path.resolve()
     try:
         with csv_path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-            fields = rows[0].keys() if rows else []
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            # Named columns only: a row longer than the header has its extra cells under the key None.
+            fields = [f for f in (reader.fieldnames or []) if f]
     except (UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{csv_path}: not a readable CSV manifest ({err})") from err
     if not rows:

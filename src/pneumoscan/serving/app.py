@@ -12,20 +12,28 @@ Endpoints:
   otherwise FastAPI's default page, which loads Swagger UI from a CDN and needs internet. ``/openapi.json`` always
   works.
 
-Errors are JSON ``{"detail": "<file>: <problem>"}``. With one file, a file that cannot be used is answered 413 (too
-many bytes or pixels), 415 (not an image, unsupported format or DICOM variant) or 422 (empty, truncated, corrupt).
-With several files the answer is 200 and each bad file carries ``error`` (probability and label null), so one bad
-file in a batch does not cost the client the others. Too many files, or a body larger than all files at their limit,
-is 413 for the whole request; no files is 422.
+Errors are JSON ``{"detail": "<file>: <problem>"}``, with the status of the one error table
+(:data:`pneumoscan.errors.ERROR_TABLE`, shared with the CLI). With one file, a file that cannot be used is answered
+413 (too many bytes or pixels), 415 (not an image, or an unsupported format or DICOM variant: GIF, WebP, PALETTE COLOR,
+no pixel data, ...) or 422 (empty, truncated, corrupt: JPEG, PNG and DICOM header or pixel data alike). With several
+files the answer is 200 and each bad file carries ``error`` (probability and label null), so one bad file in a batch
+does not cost the client the others. Too many files, or a body larger than all files at their limit, is 413 for the
+whole request; no files is 422. An image that decodes but is not a chest X-ray is not an error: 200 with
+``status: "out_of_scope"`` (the competence gate).
 
-Security: ``X-API-Key`` is compared in constant time (``secrets.compare_digest``) when a key is configured; the page
-is served with a strict Content-Security-Policy (only same-origin scripts, styles and images) so it cannot load
-anything from elsewhere.
+Security (:class:`RequestGuard`, from the headers, before any byte of the body is read): when a key is configured,
+``/v1/*`` needs ``X-API-Key`` (compared in constant time, ``secrets.compare_digest``) or is answered 401 without the
+body being read or spooled; a declared or streamed body over the request limit is 413 as soon as it passes it; at
+most ``max_concurrent_uploads`` requests with a body run at once (503 with ``Retry-After`` beyond). ``/healthz``,
+the page (``/``, ``/static``) and the docs (``/docs``, ``/openapi.json``) are open without a key; the page asks for
+the key and sends it with its ``/v1`` calls. The page is served with a strict Content-Security-Policy (only
+same-origin scripts, styles and images) so it cannot load anything from elsewhere.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import secrets
 import time
@@ -43,7 +51,7 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
 from pneumoscan import __version__
-from pneumoscan.errors import ConfigError, ImageReadError, ImageTooLargeError, PneumoError
+from pneumoscan.errors import ImageTooLargeError, PneumoError, RequestTooLargeError, http_status
 from pneumoscan.inference.predictor import Predictor
 from pneumoscan.serving.schemas import ErrorOut, HealthOut, ModelOut, PredictOut, ResultOut
 from pneumoscan.serving.service import HEATMAPS_NEED_TORCH, InferenceService, Upload, error_status, load_predictor
@@ -76,47 +84,103 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 class RequestTooLarge(HTTPException):
     """The request body is larger than every allowed file together (raised while the body streams in).
 
-    An :class:`HTTPException` so that FastAPI's form parsing passes it through instead of answering 400.
+    An :class:`HTTPException` so that FastAPI's form parsing passes it through instead of answering 400; its status
+    comes from the error table (:class:`~pneumoscan.errors.RequestTooLargeError`).
     """
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request too large: more than {limit / 1024 / 1024:.0f} MB")
+        err = RequestTooLargeError(f"request too large: more than {limit / 1024 / 1024:.0f} MB")
+        super().__init__(http_status(err), str(err))
 
 
-class BodySizeLimit:
-    """ASGI middleware refusing bodies over ``limit`` bytes before they are parsed or spooled to disk.
+class RequestGuard:
+    """Pure ASGI middleware doing, from the headers alone and before any byte of the body is read, what must not
+    cost an unauthenticated or abusive client the server's memory or disk:
 
-    A declared ``Content-Length`` over the limit is answered 413 at once; a chunked body is counted as it streams
-    and stopped with :class:`RequestTooLarge` when it passes the limit.
+    1. **API key** on ``/v1/*`` (when one is configured): a missing or wrong ``X-API-Key`` is answered 401 without
+       calling ``receive()``, so the body is neither read nor spooled (the FastAPI dependency behind it only
+       documents the key in the OpenAPI schema and checks again);
+    2. **declared size**: a ``Content-Length`` over the request limit is answered 413 at once;
+    3. **concurrent uploads**: at most ``max_concurrent_uploads`` requests with a body are in flight; one more is
+       answered 503 with ``Retry-After`` (each may spool up to the request limit to disk);
+    4. **streamed size**: the body is counted as it streams, so a chunked body or one whose ``Content-Length`` is
+       absent is stopped with 413 as soon as it passes the limit.
+
+    Every refusal of a request that has a body carries ``Connection: close``: the unread rest of the body must not be
+    taken for the next request on the connection.
     """
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, settings: ServeSettings) -> None:
         self.app = app
-        self.limit = limit
+        self.limit = settings.max_request_bytes
+        self.max_active = settings.max_concurrent_uploads
+        self.key = None if settings.api_key is None else settings.api_key.get_secret_value().encode("utf-8")
+        self.active = 0
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            response = JSONResponse({"detail": RequestTooLarge(self.limit).detail}, status_code=413,
-                                    headers={"Connection": "close"})
-            await response(scope, receive, send)
+        headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
+        declared = next((v for k, v in headers if k == b"content-length"), None)
+        has_body = any(k == b"transfer-encoding" for k, _ in headers) or (
+            declared is not None and declared.strip() not in (b"", b"0"))
+        path = str(scope.get("path", ""))
+        if self.key is not None and (path == "/v1" or path.startswith("/v1/")):
+            given = next((v for k, v in headers if k == b"x-api-key"), None)
+            if not given:
+                await _refuse(send, 401, "missing API key: send it in the X-API-Key header", has_body,
+                              {"WWW-Authenticate": "APIKey"})
+                return
+            if not secrets.compare_digest(given, self.key):
+                await _refuse(send, 401, "invalid API key", has_body, {"WWW-Authenticate": "APIKey"})
+                return
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.limit:
+            await _refuse(send, 413, RequestTooLarge(self.limit).detail, has_body)
             return
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_active:
+            await _refuse(send, 503, f"busy: {self.active} uploads in progress (the server's "
+                          "--max-concurrent-uploads); retry shortly", has_body, {"Retry-After": "1"})
+            return
+        self.active += 1
         seen = 0
+        over = False
 
         async def counted() -> Any:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message.get("type") == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    over = True
                     raise RequestTooLarge(self.limit)
             return message
 
-        await self.app(scope, counted, send)
+        async def closing(message: Any) -> None:
+            if over and message.get("type") == "http.response.start":  # the rest of the body stays unread
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        try:
+            await self.app(scope, counted, closing)
+        finally:
+            self.active -= 1
+
+
+async def _refuse(send: Callable[[Any], Awaitable[None]], status: int, detail: str, close: bool,
+                  headers: dict[str, str] | None = None) -> None:
+    """Answer ``{"detail": ...}`` straight from the middleware, without reading the request body."""
+    body = json.dumps({"detail": detail}).encode("utf-8")
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("ascii"))]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    if close:
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 # -- dependencies ----------------------------------------------------------------------------------------------------
@@ -177,7 +241,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     app.state.settings = settings
     app.state.service = None
     _mark_binary_uploads(app)
-    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
+    app.add_middleware(RequestGuard, settings=settings)
     _add_exception_handlers(app)
     _add_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -223,7 +287,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if not files:
             raise HTTPException(422, NO_FILES)
         if len(files) > settings.max_files:
-            raise HTTPException(413, f"too many files: {len(files)}, at most {settings.max_files} per request")
+            raise RequestTooLargeError(f"too many files: {len(files)}, at most {settings.max_files} per request")
         uploads = [await _receive(f, i, settings.max_upload_bytes) for i, f in enumerate(files)]
         results = await service.predict(uploads, heatmap=heatmap, preview=preview)
         if len(results) == 1 and results[0].error is not None:
@@ -288,17 +352,10 @@ def _add_exception_handlers(app: FastAPI) -> None:
             problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
         return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
 
-    @app.exception_handler(ImageReadError)
-    async def unreadable(request: Request, exc: ImageReadError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=error_status(exc))
-
-    @app.exception_handler(ConfigError)
-    async def bad_option(request: Request, exc: ConfigError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
-
     @app.exception_handler(PneumoError)
-    async def other_user_error(request: Request, exc: PneumoError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+    async def user_error(request: Request, exc: PneumoError) -> JSONResponse:
+        """Status from the one error table (pneumoscan.errors.ERROR_TABLE); options and the like are 400."""
+        return JSONResponse({"detail": str(exc)}, status_code=http_status(exc, default=400))
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:

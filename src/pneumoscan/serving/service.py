@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from pneumoscan.data.io import read_image
-from pneumoscan.errors import ConfigError, DicomError, ImageReadError, ImageTooLargeError
+from pneumoscan.errors import ConfigError, ImageReadError, http_status
 from pneumoscan.inference.predictor import Predictor
 from pneumoscan.serving.settings import ServeSettings
 
@@ -46,14 +46,9 @@ HEATMAPS_NEED_TORCH = ("heatmaps need the torch backend (Grad-CAM uses gradients
 
 
 def error_status(err: ImageReadError) -> int:
-    """HTTP status for a file that cannot be used: 413 too large, 415 unsupported kind of file, 422 undecodable."""
-    if isinstance(err, ImageTooLargeError):
-        return 413
-    if isinstance(err, DicomError):
-        return 415  # a valid DICOM of a kind we cannot show as grey (palette colour, no pixel data, ...)
-    if err.problem.startswith(("not an image", "unsupported image format")):
-        return 415
-    return 422  # empty, truncated, corrupt
+    """HTTP status for a file that cannot be used, from the one table :data:`pneumoscan.errors.ERROR_TABLE`:
+    413 too large, 415 not an image / unsupported format or variant, 422 empty, truncated or corrupt."""
+    return http_status(err, default=422)
 
 
 @dataclass

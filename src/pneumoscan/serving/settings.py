@@ -32,6 +32,8 @@ class ServeSettings(BaseSettings):
         max_pixels: largest decoded image (width × height), the decompression-bomb guard (answer 413 beyond).
         max_files: most files in one request (answer 413 beyond).
         batch_size: most images run through the network at once (requests arriving together are batched).
+        max_concurrent_uploads: most requests with a body in flight at once (503 with ``Retry-After`` beyond);
+            each may spool up to ``max_request_bytes`` to disk while it is parsed, so this bounds disk and memory.
         decode_concurrency: images decoded at the same time; bounds memory (a 50 M-pixel image needs ~350 MB while
             decoding) and keeps decoding from starving inference of CPU.
     """
@@ -50,6 +52,7 @@ class ServeSettings(BaseSettings):
     max_files: int = Field(default=16, ge=1, le=1000)
     batch_size: int = Field(default=16, ge=1, le=1024)
     decode_concurrency: int = Field(default=2, ge=1, le=64)
+    max_concurrent_uploads: int = Field(default=16, ge=1, le=10_000)
 
     @field_validator("api_key", mode="before")
     @classmethod

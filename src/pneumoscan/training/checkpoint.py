@@ -7,6 +7,9 @@ Format (``format_version`` 1)::
      rng, history, version, created}
 
 Files are written atomically (temp file + ``os.replace``): an interrupted save never leaves a truncated checkpoint.
+A process killed during the save (``kill -9``, out of memory, power loss) cannot remove its temp file
+``.<name>.<pid>.tmp``; :func:`remove_stale_temp_files` does, when the run is resumed. Temp names start with a dot and
+end in ``.tmp``, so nothing that looks for ``*.pt`` ever takes one for a checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +46,30 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+#: Temp files of an atomic write in a run folder: ``.last.pt.<pid>.tmp`` (checkpoints), ``.metrics.csv.tmp`` (text).
+TEMP_FILE = re.compile(r"^\.[^/]+?(\.\d+)?\.tmp$")
+
+
+def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
+    """Delete the temp files that killed saves left in ``run_dir`` (call it when no other process writes there).
+
+    Returns:
+        The removed files (logged with their size: a checkpoint's temp file can be as large as the checkpoint).
+    """
+    removed = []
+    for entry in sorted(Path(run_dir).iterdir()):
+        if not TEMP_FILE.match(entry.name) or not entry.is_file() or entry.is_symlink():
+            continue
+        try:
+            size = entry.stat().st_size
+            entry.unlink()
+        except FileNotFoundError:  # pragma: no cover - removed meanwhile (another rank of a distributed resume)
+            continue
+        logger.info("removed %s (%.1f MB) left by an interrupted save", entry, size / 1e6)
+        removed.append(entry)
+    return removed
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -120,23 +120,75 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Build from plain values (a YAML file, a checkpoint's ``config``), checking each value's type first so that
+        a wrong type is a :class:`ConfigError` naming the option, never a ``TypeError`` from deep inside."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a training config must be a mapping of option: value, not {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in set(data) - set(known))
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(data)
-        if "augment" in values and isinstance(values["augment"], dict):
-            aug_known = {f.name for f in dataclasses.fields(AugmentConfig)}
-            bad = sorted(set(values["augment"]) - aug_known)
-            if bad:
-                raise ConfigError(f"unknown augment option(s): {', '.join(bad)}; known: {', '.join(sorted(aug_known))}")
-            values["augment"] = AugmentConfig(**values["augment"])
-        if "data" in values:
-            values["data"] = tuple(values["data"] if isinstance(values["data"], list | tuple) else [values["data"]])
+        values = {name: _typed(name, known[name].type, value) for name, value in data.items() if name != "augment"}
+        if "augment" in data:
+            aug = data["augment"]
+            if isinstance(aug, AugmentConfig):
+                values["augment"] = aug
+            else:
+                if not isinstance(aug, dict):
+                    raise ConfigError(f"augment must be a mapping of option: number, not {type(aug).__name__}")
+                aug_fields = {f.name: f for f in dataclasses.fields(AugmentConfig)}
+                bad = sorted(str(k) for k in set(aug) - set(aug_fields))
+                if bad:
+                    raise ConfigError(f"unknown augment option(s): {', '.join(bad)}; known: "
+                                      f"{', '.join(sorted(aug_fields))}")
+                values["augment"] = AugmentConfig(**{k: _typed(f"augment.{k}", aug_fields[k].type, v)
+                                                     for k, v in aug.items()})
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _typed(name: str, annotation: object, value: Any) -> Any:
+    """``value`` checked against a field annotation (as written: ``int``, ``float | None``, ``tuple[str, ...]``, ...).
+
+    Ints are accepted for floats; bools never count as numbers; ``data`` may be one string or a list of strings.
+    """
+    kind = str(annotation).replace(" ", "")
+    optional = kind.endswith("|None")
+    base = kind.removesuffix("|None")
+    if value is None and optional:
+        return None
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{name} must be {expected}, not {value!r:.60}")
+
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if base == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
+            raise bad("a number")
+        return float(value)
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if base == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if base == "tuple[str,...]":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            raise bad("a string or a list of strings")
+        return tuple(items)
+    if base == "dict[str,str]":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad("a mapping of name: value")
+        return {k: str(v) for k, v in value.items()}
+    return value  # pragma: no cover - a field type added without a rule here
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -146,6 +198,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from err
     if not isinstance(data, dict):

@@ -39,7 +39,7 @@ from pneumoscan.data.splits import make_splits, save_splits, shared_patients
 from pneumoscan.errors import CheckpointError, ConfigError, DataError
 from pneumoscan.models.registry import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, count_parameters, create_model
 from pneumoscan.training.augment import BatchAugment
-from pneumoscan.training.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from pneumoscan.training.checkpoint import FORMAT_VERSION, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from pneumoscan.training.config import TrainConfig, dump_config
 from pneumoscan.training.distributed import (
     DistInfo,
@@ -402,7 +402,9 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
         last = run_dir / "last.pt"
         if not last.is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no last.pt)")
-        return load_checkpoint(last)
+        state = load_checkpoint(last)
+        remove_stale_temp_files(run_dir)  # a save killed mid-way (kill -9) could not remove its .last.pt.<pid>.tmp
+        return state
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"{run_dir}: output folder is not empty; use --resume to continue it or choose another")
     return None

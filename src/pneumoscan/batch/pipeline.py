@@ -51,7 +51,10 @@ class BatchSummary:
         already_done: skipped because a committed shard holds them (resume).
         scored: rows written by this run (errors included).
         errors: rows of this run whose file could not be read or scored.
-        seconds: wall time of the scoring stage (Ray start-up excluded; see ``startup_seconds``).
+        seconds: wall time of the scoring stage, from the pipeline's start to the last shard (actor start-up and
+            model loading included; connecting to / starting Ray is ``startup_seconds``).
+        warmup_seconds: from the pipeline's start to the first scored rows (actors starting, models loading).
+        warmup_rows: rows that arrived with that first block.
         decode_seconds: time the decode tasks spent, summed over tasks.
         model_seconds: time the actors spent in the network call, summed over actors.
         actors: size of the actor pool.
@@ -66,6 +69,8 @@ class BatchSummary:
     errors: int = 0
     seconds: float = 0.0
     startup_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    warmup_rows: int = 0
     decode_seconds: float = 0.0
     model_seconds: float = 0.0
     actors: int = 0
@@ -77,8 +82,15 @@ class BatchSummary:
     def images_per_second(self) -> float:
         return self.scored / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def steady_images_per_second(self) -> float:
+        """Rate once the actors run: rows after the first block over the time after it."""
+        rest = self.seconds - self.warmup_seconds
+        return (self.scored - self.warmup_rows) / rest if rest > 0 and self.scored > self.warmup_rows else 0.0
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "images_per_second": self.images_per_second}
+        return {**asdict(self), "images_per_second": self.images_per_second,
+                "steady_images_per_second": self.steady_images_per_second}
 
 
 # -- the two stages (module level: Ray pickles them by reference) -------------------------------------------------
@@ -331,6 +343,8 @@ def _consume(ds: Any, sink: ShardSink, by_path: dict[str, Item], inputs: Inputs,
               disable=not progress, file=sys.stderr, smoothing=0.1) as bar:
         for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
             rows = _rows(block, by_path, inputs)
+            if not summary.warmup_rows:
+                summary.warmup_seconds, summary.warmup_rows = time.perf_counter() - t0, len(rows)
             summary.decode_seconds += float(np.sum(block["decode_s"]))
             summary.model_seconds += float(np.sum(block["model_s"]))
             buffer += rows

@@ -125,7 +125,7 @@ class Predictor:
         return cls(backend, backend.info)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, backend: str = "torch", device: str = "auto",
+    def load(cls, path: str | Path | None = None, *, backend: str = "auto", device: str = "auto",
              precision: str = "auto") -> Predictor:
         """Load ``path`` (a ``.pt`` checkpoint or ``.onnx`` model) or the shipped model when ``path`` is None.
 
@@ -144,7 +144,7 @@ class Predictor:
         return cls.from_checkpoint(path, device=device, precision=precision)
 
     @classmethod
-    def default(cls, *, backend: str = "torch", device: str = "auto", precision: str = "auto") -> Predictor:
+    def default(cls, *, backend: str = "auto", device: str = "auto", precision: str = "auto") -> Predictor:
         """The model shipped inside the package (see MODEL_CARD.md)."""
         from pneumoscan.weights import shipped_model_path
 

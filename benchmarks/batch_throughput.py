@@ -35,6 +35,14 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
+class _Rows(dict):
+    """The result rows; each one is echoed to stderr as it is measured, so a stopped run still shows its figures."""
+
+    def __setitem__(self, key: str, value: dict) -> None:
+        super().__setitem__(key, value)
+        print(f"[{time.strftime('%H:%M:%S')}] {key}: {json.dumps(value)}", file=sys.stderr, flush=True)
+
+
 def _images(data: Path, limit: int | None) -> list[Path]:
     data = data.resolve()
     files = sorted(p for s in SPLITS for p in (data / s).rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -81,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(files)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1] / "src"),
                                                                         os.environ.get("PYTHONPATH")]))}
-    rows: dict[str, dict[str, float | str | None]] = {}
+    rows: dict[str, dict[str, float | str | None]] = _Rows()
 
     # Pure compute bound and decode cost, in this process.
     onnx = Predictor.load(args.onnx, backend="onnx") if args.onnx else Predictor.default(backend="onnx")

@@ -269,6 +269,16 @@ def run_batch(inputs: Inputs, output: str | Path, *, checkpoint: str | Path | No
     meta = model_metadata(info)
     sink = ShardSink(output, {"model": info.name, "model_version": info.version, "backend": backend,
                               "input": inputs.source}, arrow_schema(inputs.extra_columns, meta))
+    try:
+        return _run(sink, inputs, info, output, checkpoint, backend, address, num_cpus, actors, threads, batch_size,
+                    shard_size, device, precision, max_pixels, progress)
+    finally:
+        sink.close()
+
+
+def _run(sink: ShardSink, inputs: Inputs, info: Any, output: str | Path, checkpoint: str | Path | None, backend: str,
+         address: str | None, num_cpus: int | None, actors: int | None, threads: int | None, batch_size: int,
+         shard_size: int, device: str, precision: str, max_pixels: int | None, progress: bool) -> BatchSummary:
     pending = [it for it in inputs.items if it.path not in sink.done]
     summary = BatchSummary(total=len(inputs.items), already_done=len(inputs.items) - len(pending), backend=backend)
     if summary.already_done:
@@ -339,10 +349,15 @@ def _consume(ds: Any, sink: ShardSink, by_path: dict[str, Item], inputs: Inputs,
 
     t0 = time.perf_counter()
     buffer: list[dict[str, Any]] = []
+    seen: set[str] = set()  # paths handed to the sink in this run: a retried Ray task must not write a path twice
     with tqdm(total=summary.total, initial=summary.already_done, unit="img", desc="batch", dynamic_ncols=True,
               disable=not progress, file=sys.stderr, smoothing=0.1) as bar:
         for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            rows = _rows(block, by_path, inputs)
+            rows = [r for r in _rows(block, by_path, inputs) if r["path"] not in seen]
+            if len(rows) < len(block["path"]):
+                logger.warning("%d rows delivered twice by the pipeline (a retried task) were dropped",
+                               len(block["path"]) - len(rows))
+            seen.update(r["path"] for r in rows)
             if not summary.warmup_rows:
                 summary.warmup_seconds, summary.warmup_rows = time.perf_counter() - t0, len(rows)
             summary.decode_seconds += float(np.sum(block["decode_s"]))

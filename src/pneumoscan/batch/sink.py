@@ -108,6 +108,10 @@ class ShardSink:
         _atomic_write(meta, json.dumps({**run, "created": datetime.now(UTC).isoformat(timespec="seconds")},
                                        indent=2, sort_keys=True).encode("utf-8"))
 
+    def close(self) -> None:
+        """Release the archive's writer lock (also released when the process ends, however it ends)."""
+        self._lock.close()
+
     def write(self, rows: Sequence[Mapping[str, Any]]) -> Path | None:
         """Commit ``rows`` (dicts keyed by column name) as one new shard; rows whose path is done are dropped."""
         import pyarrow as pa

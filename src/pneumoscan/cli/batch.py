@@ -1,7 +1,8 @@
 """``pneumoscan batch``: score a whole archive (manifest or folder tree) into Parquet shards with Ray.
 
-Runs in-process on one machine (a local Ray cluster is started and stopped) or on a cluster (``ray start --head``
-there, then ``--address auto`` or ``RAY_ADDRESS=ray://host:10001``). Restart a killed run with the same command: it
+Runs in-process on one machine (a local Ray cluster is started and stopped) or on a cluster (``ray start --head`` on
+one node and ``ray start --address HEAD:6379`` on the others, then this command on a node with ``--address auto``, or
+with ``RAY_ADDRESS=HEAD:6379`` set). Restart a killed run with the same command: it
 skips every image already written and loses nothing. Unreadable files become rows with ``status=error`` and the
 reason in ``error``; they never fail the job. Evaluate the result with ``pneumoscan evaluate --predictions OUT``.
 """

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from pneumoscan.inference.evaluate import evaluate_model, evaluate_predictions
 
     if bool(args.data) == bool(args.predictions):
-        raise ConfigError("give either --data (run the model) or --predictions (a scored archive), not both")
+        raise ConfigError("give one of --data (run the model on a data set) or --predictions (a pneumoscan batch "
+                          "archive)")
     options = dict(item.split("=", 1) for item in args.data_option if "=" in item)
     if args.predictions:
         metrics = evaluate_predictions(predictions=args.predictions, output=args.output, n_bootstrap=args.bootstrap,

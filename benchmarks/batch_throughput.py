@@ -104,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         rate = _compute_rate(pred, prepared, args.batch_size, args.compute_seconds)
         rows[name] = {"images_per_s": rate, "ms_per_image": 1000 / rate}
     del torch_p
+    # One intra-op thread: what one actor per core computes on a cluster node (the scaling unit).
+    from pneumoscan.export.onnx_backend import OnnxBackend
+
+    onnx.backend = OnnxBackend(onnx.backend.path, threads=1)
+    rate = _compute_rate(onnx, prepared, args.batch_size, args.compute_seconds)
+    rows["compute onnx, 1 thread"] = {"images_per_s": rate, "ms_per_image": 1000 / rate}
 
     with tempfile.TemporaryDirectory(prefix="pneumoscan-bench-") as tmp:
         tmp_path = Path(tmp)

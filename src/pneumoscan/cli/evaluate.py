@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from pneumoscan.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -13,8 +15,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled data set (writes metrics.json + report)",
                        description=__doc__)
     p.add_argument("--checkpoint", help="best.pt of a run, or an .onnx export (default: the shipped model)")
-    p.add_argument("--data", action="append", required=True, metavar="SPEC",
+    p.add_argument("--data", action="append", metavar="SPEC",
                    help="folder, manifest CSV (e.g. a run's splits.csv) or FORMAT:PATH; repeatable")
+    p.add_argument("--predictions", type=Path, metavar="OUT.parquet",
+                   help="instead of --data: a scored archive from `pneumoscan batch` (needs its label column); the "
+                        "model is not run again")
     p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--split", default="test",
                    help="official split to use (test, val, train) or 'all'; a source without splits is used whole")
@@ -38,13 +43,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.groups import format_group_text
-    from pneumoscan.inference.evaluate import evaluate_model
+    from pneumoscan.inference.evaluate import evaluate_model, evaluate_predictions
 
+    if bool(args.data) == bool(args.predictions):
+        raise ConfigError("give one of --data (run the model on a data set) or --predictions (a pneumoscan batch "
+                          "archive)")
     options = dict(item.split("=", 1) for item in args.data_option if "=" in item)
-    metrics = evaluate_model(checkpoint=args.checkpoint, data=args.data, split=args.split, output=args.output,
-                             backend=args.backend, batch_size=args.batch_size, n_bootstrap=args.bootstrap,
-                             heatmaps=not args.no_heatmaps, skip_unreadable=args.skip_unreadable, seed=args.seed,
-                             data_options=options, precision=args.precision, group_by=args.group_by)
+    if args.predictions:
+        metrics = evaluate_predictions(predictions=args.predictions, output=args.output, n_bootstrap=args.bootstrap,
+                                       seed=args.seed, group_by=args.group_by)
+    else:
+        metrics = evaluate_model(checkpoint=args.checkpoint, data=args.data, split=args.split, output=args.output,
+                                 backend=args.backend, batch_size=args.batch_size, n_bootstrap=args.bootstrap,
+                                 heatmaps=not args.no_heatmaps, skip_unreadable=args.skip_unreadable, seed=args.seed,
+                                 data_options=options, precision=args.precision, group_by=args.group_by)
     ci = (metrics.get("confidence_intervals") or {}).get("metrics", {})
 
     def fmt(key: str) -> str:

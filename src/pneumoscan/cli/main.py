@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "pretrain",
     "evaluate": "evaluate",
     "predict": "predict",
+    "batch": "batch",
     "models": "models",
     "tune": "tune",
     "compare": "compare",

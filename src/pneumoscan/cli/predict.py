@@ -24,7 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict pneumonia probability for images", description=__doc__)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("--checkpoint", help="best.pt of a run or an .onnx export (default: the shipped model)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="auto (default): ONNX Runtime when the model has its export and no --explain/--precision is "
+                        "asked (same labels, 3-4x faster), else PyTorch")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--output", "-o", type=Path, help="write the results to this file instead of stdout")
     p.add_argument("--explain", type=Path, metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
@@ -57,12 +59,13 @@ def expand_paths(items: Sequence[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pneumoscan.inference.predictor import Predictor
+    from pneumoscan.inference.predictor import Predictor, resolve_backend
 
     paths = expand_paths(args.paths)
     if not paths:
         raise DataError("no input files")
-    predictor = Predictor.load(args.checkpoint, backend=args.backend, precision=args.precision)
+    backend = resolve_backend(args.backend, args.checkpoint, heatmaps=bool(args.explain), precision=args.precision)
+    predictor = Predictor.load(args.checkpoint, backend=backend, precision=args.precision)
     with tqdm(total=len(paths), unit="img", desc="predict", disable=len(paths) < 50 or not sys.stderr.isatty(),
               leave=False) as bar:
         results = predictor.predict_sources(paths, batch_size=args.batch_size, progress=bar.update)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "?heatmap=true, ?preview=true), /docs, /openapi.json.\nResearch use only, not a medical device.",
     )
     p.add_argument("--checkpoint", type=Path, help="best.pt or an .onnx export (default: the shipped model)")
-    p.add_argument("--backend", choices=("torch", "onnx"), help="torch (default; heatmaps) or onnx (no PyTorch)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"),
+                   help="auto (default): onnx (faster, no PyTorch, no heatmaps) when the model is an .onnx file or the "
+                        "shipped model with its export, torch (Grad-CAM heatmaps) for a .pt checkpoint or a "
+                        "--precision other than fp32")
     p.add_argument("--device", help="torch device: auto (default), cpu, cuda[:N]")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                    help="torch autocast (default auto: the precision the model was calibrated in, when native here; "
@@ -52,9 +56,15 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     """``ServeSettings`` from the environment, overridden by the options given on the command line."""
     from pydantic import ValidationError
 
+    from pneumoscan.inference.predictor import resolve_backend
     from pneumoscan.serving.settings import ServeSettings
 
     given = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name, None) is not None}
+    if given.get("backend", os.environ.get("PNEUMOSCAN_BACKEND", "auto")) == "auto":
+        # ServeSettings names a concrete backend; "auto" (the default) is settled here, from the model to serve.
+        given["backend"] = resolve_backend("auto", given.get("checkpoint", os.environ.get("PNEUMOSCAN_CHECKPOINT")),
+                                           precision=given.get("precision",
+                                                               os.environ.get("PNEUMOSCAN_PRECISION", "auto")))
     try:
         return ServeSettings(**given)
     except ValidationError as err:

@@ -23,6 +23,8 @@ from pneumoscan.errors import CheckpointError, ConfigError, ImageReadError
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
+#: What ``--backend`` accepts: a backend, or ``auto`` (see :func:`resolve_backend`).
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -123,11 +125,15 @@ class Predictor:
         return cls(backend, backend.info)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, backend: str = "torch", device: str = "auto",
+    def load(cls, path: str | Path | None = None, *, backend: str = "auto", device: str = "auto",
              precision: str = "auto") -> Predictor:
-        """Load ``path`` (a ``.pt`` checkpoint or ``.onnx`` model) or the shipped model when ``path`` is None."""
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+        """Load ``path`` (a ``.pt`` checkpoint or ``.onnx`` model) or the shipped model when ``path`` is None.
+
+        ``backend="auto"`` picks with :func:`resolve_backend` (no heatmaps wanted).
+        """
+        if backend not in BACKEND_CHOICES:
+            raise ConfigError(f"unknown backend '{backend}'; choose from {', '.join(BACKEND_CHOICES)}")
+        backend = resolve_backend(backend, path, precision=precision)
         if path is None:
             return cls.default(backend=backend, device=device, precision=precision)
         path = Path(path)
@@ -138,10 +144,11 @@ class Predictor:
         return cls.from_checkpoint(path, device=device, precision=precision)
 
     @classmethod
-    def default(cls, *, backend: str = "torch", device: str = "auto", precision: str = "auto") -> Predictor:
+    def default(cls, *, backend: str = "auto", device: str = "auto", precision: str = "auto") -> Predictor:
         """The model shipped inside the package (see MODEL_CARD.md)."""
         from pneumoscan.weights import shipped_model_path
 
+        backend = resolve_backend(backend, None, precision=precision)
         path = shipped_model_path(backend)
         return cls.from_onnx(path) if backend == "onnx" else cls.from_checkpoint(path, device=device,
                                                                                 precision=precision)
@@ -205,6 +212,34 @@ class Predictor:
         probs = self.probabilities_from_prepared(np.stack([a for _, a in pending]))
         for (i, _), p in zip(pending, probs, strict=True):
             results[i] = self._result(results[i].path, float(p))
+
+
+def resolve_backend(backend: str, path: str | Path | None = None, *, heatmaps: bool = False,
+                    precision: str = "auto") -> str:
+    """The concrete backend for ``backend`` (``torch``, ``onnx`` or ``auto``) and model ``path`` (None: shipped).
+
+    ``auto`` is the fastest backend that gives the same answers: ONNX Runtime for an ``.onnx`` file, and for the
+    shipped model when its export and onnxruntime are both there (it computes the fp32 probabilities — on the 624
+    Kermany test images the same labels as PyTorch, largest probability difference 1.2e-5 — 3-4x faster; see
+    BENCHMARKS.md). PyTorch when Grad-CAM heatmaps are wanted (they need gradients through the torch model), when a
+    ``precision`` other than fp32 is asked (an autocast setting only torch has), for a ``.pt`` checkpoint (its
+    export, if any, is a separate file the user names), or when no ONNX route exists.
+    """
+    if backend != "auto":
+        return backend
+    if path is not None:
+        return "onnx" if Path(path).suffix == ".onnx" else "torch"
+    if heatmaps or precision not in ("auto", "fp32"):
+        return "torch"
+    import importlib.util
+
+    from pneumoscan.weights import shipped_model_path
+
+    try:
+        shipped_model_path("onnx")
+    except CheckpointError:
+        return "torch"
+    return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
 
 
 def inference_precision(state: dict[str, Any], device: str = "auto", precision: str = "auto") -> str:

@@ -94,7 +94,10 @@ def connect(url: str) -> Any:
     web = require("dicomweb_client.api", "dicom-node")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"--url '{url}': expected the http(s) root of a DICOMweb service")
-    return web.DICOMwebClient(url=url.rstrip("/"))  # type: ignore[attr-defined]
+    client = web.DICOMwebClient(url=url.rstrip("/"))  # type: ignore[attr-defined]
+    # Few, quick retries: a poll that fails is simply retried at the next poll.
+    client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=200)
+    return client
 
 
 def find_instances(client: Any, *, study: str | None = None, since: date | None = None) -> list[InstanceRef]:

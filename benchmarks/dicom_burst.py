@@ -53,9 +53,10 @@ def make_instances(n: int) -> tuple[list[Any], str]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from pneumoscan.dicomnode.report import read_result
     from tests.dicomnode.orthanc import Orthanc, free_port, orthanc_missing
     from tests.dicomnode.support import echo, node_process, send, wait_for
+
+    from pneumoscan.dicomnode.report import read_result
 
     instances, source = make_instances(args.instances)
     uids = {str(ds.SOPInstanceUID) for ds in instances}
@@ -136,7 +137,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "send_seconds": round(sent_s, 2), "accept_rate_per_s": round(len(instances) / sent_s, 1),
         "all_done_seconds": round(done_s, 2), "end_to_end_rate_per_s": round(len(instances) / done_s, 2),
         "statuses": sorted({s: flat.count(s) for s in set(flat)}.items()),
-        "scored_ok": sum(1 for r in rows if r[2] == "ok"), "srs_in_output": len(sr_uids), "srs_in_orthanc": len(in_pacs),
+        "scored_ok": sum(1 for r in rows if r[2] == "ok"), "srs_in_output": len(sr_uids),
+        "srs_in_orthanc": len(in_pacs),
         "c_echo": {"count": len(echoes), "failed": echo_ok.count(False),
                    "median_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
                    "max_ms": round(1000 * max(latencies), 1) if latencies else None},

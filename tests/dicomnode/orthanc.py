@@ -51,9 +51,10 @@ class Orthanc:
         aet: its AE title.
     """
 
-    def __init__(self, folder: Path, aet: str = "ORTHANC") -> None:
+    def __init__(self, folder: Path, aet: str = "ORTHANC", extra: dict[str, Any] | None = None) -> None:
         self.folder = Path(folder)
         self.aet = aet
+        self.extra = dict(extra or {})
         self.http_port = free_port()
         self.dicom_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -79,6 +80,7 @@ class Orthanc:
             "Plugins": [dicomweb_plugin()],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False,
                          "Host": f"127.0.0.1:{self.http_port}", "Ssl": False},
+            **self.extra,
         }
 
     def start(self, timeout: float = 60.0) -> Orthanc:

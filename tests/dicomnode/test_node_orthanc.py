@@ -150,3 +150,41 @@ def test_heatmap_secondary_capture(tmp_path: Path, orthanc: Any) -> None:
     assert pixels.shape == (96, 96, 3)
     assert np.ptp(pixels[..., 0].astype(int) - pixels[..., 2].astype(int)) > 0  # colour overlay, not grey
     assert _srs_in_orthanc(orthanc, str(ds.SOPInstanceUID))
+
+
+ROUTING_LUA = """
+-- docs/DICOM.md: route every CR/DX image the PACS stores to pneumoscan
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  if tags['Modality'] == 'CR' or tags['Modality'] == 'DX' then
+    SendToModality(instanceId, 'pneumoscan')
+  end
+end
+"""
+
+
+def test_pacs_auto_routing_round_trip(tmp_path: Path, onnx_scorer: Any) -> None:
+    """The deployment picture: modality → PACS (Lua auto-routing from docs/DICOM.md) → pneumoscan → PACS."""
+    from pneumoscan.dicomnode.node import DicomNode, NodeConfig, Peer
+    from tests.dicomnode.orthanc import Orthanc, free_port, orthanc_missing
+
+    reason = orthanc_missing()
+    if reason:
+        pytest.skip(reason)
+    node_port = free_port()
+    lua = tmp_path / "route.lua"
+    lua.write_text(ROUTING_LUA)
+    pacs = Orthanc(tmp_path / "pacs", extra={"LuaScripts": [str(lua)],
+                                             "DicomModalities": {"pneumoscan": ["PNEUMOSCAN", "127.0.0.1", node_port]}})
+    with pacs:
+        node = DicomNode(NodeConfig(output=tmp_path / "node", host="127.0.0.1", port=node_port,
+                                    forward=Peer(pacs.aet, "127.0.0.1", pacs.dicom_port)), onnx_scorer)
+        node.start()
+        try:
+            ds = make_dx(seed=7, modality="CR", sop_class=conf.CR_IMAGE_STORAGE)
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            pacs.upload(buf.getvalue())  # the modality stores into the PACS
+            sr = _wait_sr(pacs, str(ds.SOPInstanceUID))
+        finally:
+            node.stop()
+    assert read_result(sr)["status"] == "ok" and sr.StudyInstanceUID == ds.StudyInstanceUID

@@ -36,7 +36,8 @@ def test_sr_content_and_identifiers(tmp_path: Path, status: str) -> None:
     assert result["status"] == status
     assert result["source_sop_instance_uid"] == source.SOPInstanceUID
     assert result["source_sop_class_uid"] == source.SOPClassUID
-    assert result["algorithm_name"] == "efficientnet_lite0" and result["algorithm_version"] == "efficientnet_lite0-abc123"
+    assert result["algorithm_name"] == "efficientnet_lite0"
+    assert result["algorithm_version"] == "efficientnet_lite0-abc123"
     assert result["threshold"] == pytest.approx(0.71) and result["population"] == "adult-frontal"
     if status == "ok":
         assert result["probability"] == pytest.approx(0.8125) and result["label"] == "PNEUMONIA"

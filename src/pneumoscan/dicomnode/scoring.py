@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscan.dicomnode.conformance import ACCEPTED_SOP_CLASSES, CHEST_MODALITIES, DX_FOR_PROCESSING, SECONDARY_CAPTURE
+from pneumoscan.dicomnode.conformance import (
+    ACCEPTED_SOP_CLASSES,
+    CHEST_MODALITIES,
+    DX_FOR_PROCESSING,
+    SECONDARY_CAPTURE,
+)
 from pneumoscan.errors import ImageReadError, require
 
 logger = logging.getLogger(__name__)

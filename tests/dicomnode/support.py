@@ -138,3 +138,14 @@ def node_process(output: Path, port: int, *, forward: str | None = None, log: Pa
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(10)
+
+
+def expected_status(predictor: Any, ds: Any) -> str:
+    """What the node should report for ``ds`` when its header is in scope: the Predictor's own verdict on the same
+    bytes ("ok", or "out_of_scope" from the competence gate, or "error" when unreadable)."""
+    import io
+
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    pred = predictor.predict_sources([buf.getvalue()], names=[str(ds.SOPInstanceUID)])[0]
+    return "error" if pred.error else str(getattr(pred, "status", "ok") or "ok")

@@ -12,7 +12,7 @@ import pytest
 from pneumoscan.cli.main import main
 from pneumoscan.dicomnode import conformance as conf
 from pneumoscan.dicomnode.report import read_result
-from tests.dicomnode.support import make_dx
+from tests.dicomnode.support import expected_status, make_dx
 
 
 def _upload(orthanc: Any, ds: Any) -> None:
@@ -30,7 +30,8 @@ def _srs_of_study(orthanc: Any, study: str) -> list[dict[str, Any]]:
     return out
 
 
-def test_poll_scores_once_and_remembers(tmp_path: Path, orthanc: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_poll_scores_once_and_remembers(tmp_path: Path, orthanc: Any, onnx_scorer: Any,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     study = pydicom.uid.generate_uid()
     good = [make_dx(seed=i, study_uid=study) for i in range(2)]
     bad = make_dx(study_uid=study, truncate=True)
@@ -43,7 +44,8 @@ def test_poll_scores_once_and_remembers(tmp_path: Path, orthanc: Any, capsys: py
     assert "3 instances found, 3 scored now, 0 already scored" in capsys.readouterr().out
     results = {r["source_sop_instance_uid"]: r for r in _srs_of_study(orthanc, study)}
     assert set(results) == {str(d.SOPInstanceUID) for d in (*good, bad)}
-    assert all(results[str(d.SOPInstanceUID)]["status"] == "ok" for d in good)
+    for ds in good:
+        assert results[str(ds.SOPInstanceUID)]["status"] == expected_status(onnx_scorer.predictor, ds)
     assert results[str(bad.SOPInstanceUID)]["status"] == "error"
     # Second poll (the --poll loop, stopped after 2 rounds): nothing new, nothing stored twice.
     assert main([*args, "--poll", "0.2", "--max-polls", "2"]) == 0

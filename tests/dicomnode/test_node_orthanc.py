@@ -13,7 +13,7 @@ import pytest
 from pneumoscan.dicomnode import conformance as conf
 from pneumoscan.dicomnode.report import read_result
 from tests.conftest import SHARED_DATA
-from tests.dicomnode.support import echo, make_dx, send, wait_for
+from tests.dicomnode.support import echo, expected_status, make_dx, send, wait_for
 
 SIIM = SHARED_DATA / "dicom" / "siim_cr_pa_jpeg_baseline.dcm"
 
@@ -50,9 +50,12 @@ def test_real_chest_xray_sr_reaches_orthanc(running_node: Any, orthanc: Any, onn
 
     result = read_result(sr)
     expected = onnx_scorer.predictor.predict_sources([SIIM])[0]
-    assert result["status"] == "ok"
-    assert result["probability"] == pytest.approx(expected.probability, abs=1e-6)
-    assert result["label"] == expected.label
+    assert result["status"] == getattr(expected, "status", "ok")  # the competence gate's verdict, passed through
+    if result["status"] == "ok":
+        assert result["probability"] == pytest.approx(expected.probability, abs=1e-6)
+        assert result["label"] == expected.label
+    else:
+        assert result["probability"] is None and result["reason"] == expected.reason
     assert result["threshold"] == pytest.approx(onnx_scorer.predictor.info.threshold, abs=1e-6)
     assert result["algorithm_version"] == onnx_scorer.predictor.info.version
     assert result["source_sop_class_uid"] == str(source.SOPClassUID)
@@ -69,14 +72,16 @@ def test_real_chest_xray_sr_reaches_orthanc(running_node: Any, orthanc: Any, onn
     assert str(sr.SeriesInstanceUID).encode() in series
 
 
-def test_synthetic_dx_keeps_identifiers_and_is_idempotent(running_node: Any, orthanc: Any) -> None:
+def test_synthetic_dx_keeps_identifiers_and_is_idempotent(running_node: Any, orthanc: Any, onnx_scorer: Any) -> None:
     ds = make_dx(seed=3)
     assert send(running_node.port, [ds]) == [0]
     sr = _wait_sr(orthanc, str(ds.SOPInstanceUID))
     for keyword in ("PatientID", "PatientName", "PatientBirthDate", "AccessionNumber", "StudyInstanceUID"):
         assert str(sr.get(keyword)) == str(ds.get(keyword)), keyword
     result = read_result(sr)
-    assert result["status"] == "ok" and 0.0 <= result["probability"] <= 1.0
+    assert result["status"] == expected_status(onnx_scorer.predictor, ds)
+    if result["status"] == "ok":
+        assert 0.0 <= result["probability"] <= 1.0
     # Sent again: accepted (Success), not scored again, still exactly one result.
     assert send(running_node.port, [ds]) == [0]
     assert running_node.wait_idle(30)
@@ -122,6 +127,7 @@ def test_unparseable_and_misaddressed_are_refused(running_node: Any) -> None:
     assert echo(running_node.port) == 0
 
 
+@pytest.mark.slow  # loads the PyTorch model and pytorch-grad-cam: 30 s on the shared 2-core machine
 def test_heatmap_secondary_capture(tmp_path: Path, orthanc: Any) -> None:
     """--heatmap: a Grad-CAM Secondary Capture next to the SR, in the same study (PyTorch backend)."""
     from pneumoscan.dicomnode.node import DicomNode, NodeConfig, Peer
@@ -138,10 +144,12 @@ def test_heatmap_secondary_capture(tmp_path: Path, orthanc: Any) -> None:
         assert node.wait_idle(120)
     finally:
         node.stop()
-    wait_for(lambda: any(i["MainDicomTags"].get("SOPInstanceUID") for i in orthanc.instances_by_modality("OT")),
-             30, "the heatmap in Orthanc")
+    sr = _wait_sr(orthanc, str(ds.SOPInstanceUID))
     captures = [orthanc.dataset(i["ID"]) for i in orthanc.instances_by_modality("OT")]
     mine = [c for c in captures if c.StudyInstanceUID == ds.StudyInstanceUID]
+    if read_result(sr)["status"] != "ok":  # the competence gate refused this synthetic image: no heatmap then
+        assert mine == []
+        return
     assert len(mine) == 1
     sc = mine[0]
     assert sc.SOPClassUID == conf.SECONDARY_CAPTURE and sc.PhotometricInterpretation == "RGB"
@@ -149,7 +157,6 @@ def test_heatmap_secondary_capture(tmp_path: Path, orthanc: Any) -> None:
     pixels = sc.pixel_array
     assert pixels.shape == (96, 96, 3)
     assert np.ptp(pixels[..., 0].astype(int) - pixels[..., 2].astype(int)) > 0  # colour overlay, not grey
-    assert _srs_in_orthanc(orthanc, str(ds.SOPInstanceUID))
 
 
 ROUTING_LUA = """
@@ -187,4 +194,5 @@ def test_pacs_auto_routing_round_trip(tmp_path: Path, onnx_scorer: Any) -> None:
             sr = _wait_sr(pacs, str(ds.SOPInstanceUID))
         finally:
             node.stop()
-    assert read_result(sr)["status"] == "ok" and sr.StudyInstanceUID == ds.StudyInstanceUID
+    assert read_result(sr)["status"] == expected_status(onnx_scorer.predictor, ds)
+    assert sr.StudyInstanceUID == ds.StudyInstanceUID

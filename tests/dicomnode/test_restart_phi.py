@@ -31,7 +31,7 @@ def test_kill9_restart_loses_and_duplicates_nothing(tmp_path: Path, orthanc: Any
     out, log, port = tmp_path / "node", tmp_path / "node.log", free_port()
     forward = f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
     study = pydicom.uid.generate_uid()
-    sent = [make_dx(seed=i, study_uid=study) for i in range(12)]
+    sent = [make_dx(seed=i, study_uid=study) for i in range(8)]
     with node_process(out, port, forward=forward, log=log, extra=["--batch-size", "2"]) as proc:
         assert send(port, sent) == [0] * len(sent)  # all durably queued before each Success
         wait_for(lambda: sum(v for k, v in _counts(out / "queue.sqlite").items() if k != "pending") >= 2, 60,

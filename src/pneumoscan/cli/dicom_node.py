@@ -17,14 +17,15 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """The model options shared by ``dicom-node`` and ``dicomweb``."""
+def add_model_arguments(p: argparse.ArgumentParser, *, batch: bool = True) -> None:
+    """The model options shared by ``dicom-node`` and ``dicomweb`` (which scores one instance at a time)."""
     p.add_argument("--checkpoint", help="best.pt of a run or an .onnx export (default: the shipped model)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="onnx is faster on CPU but cannot make --heatmap (Grad-CAM needs PyTorch)")
     p.add_argument("--heatmap", action="store_true",
                    help="also send a Secondary Capture of the Grad-CAM overlay into the same study")
-    p.add_argument("--batch-size", type=int, default=8, help="instances scored per model call (default 8)")
+    if batch:
+        p.add_argument("--batch-size", type=int, default=8, help="instances scored per model call (default 8)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="SQLite file remembering scored instances (default ./pneumoscan-dicomweb.sqlite)")
     p.add_argument("--output", type=Path, metavar="DIR", help="also keep a copy of every result here")
     p.add_argument("--max-polls", type=int, help=argparse.SUPPRESS)  # tests: stop after N polls
-    add_model_arguments(p)
+    add_model_arguments(p, batch=False)
     p.set_defaults(func=run)
 
 

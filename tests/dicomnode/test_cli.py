@@ -28,3 +28,10 @@ def test_heatmap_needs_torch_backend(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_dicomweb_bad_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dicomweb", "--url", "pacs:8042", "--state", str(tmp_path / "s.sqlite")]) == 2
     assert "expected the http(s) root" in capsys.readouterr().err
+
+
+def test_peer_parse() -> None:
+    from pneumoscan.dicomnode.node import Peer
+
+    assert Peer.parse("ORTHANC@pacs.local:4242") == Peer("ORTHANC", "pacs.local", 4242)
+    assert Peer.parse("PACS@[::1]:104") == Peer("PACS", "::1", 104)

@@ -81,3 +81,14 @@ def test_logs_hold_no_patient_identifiers(tmp_path: Path, onnx_scorer: Any, capl
     # The SR itself does carry the patient (it belongs to the study).
     sr = pydicom.dcmread(tmp_path / "node" / "results" / f"{good.SOPInstanceUID}.sr.dcm")
     assert sr.PatientID == good.PatientID
+
+
+def test_describe_error_never_quotes_the_message() -> None:
+    from pneumoscan.dicomnode.node import describe_error
+
+    try:
+        raise ValueError("Invalid value for VR PN: 'Doe^Janet^Q'")
+    except ValueError as err:
+        text = describe_error(err)
+    assert text.startswith("ValueError at test_restart_phi.py:")
+    _assert_no_phi(text, "describe_error")

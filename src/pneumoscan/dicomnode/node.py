@@ -243,8 +243,8 @@ class DicomNode:
         while not self._stop.is_set():
             try:
                 did = self._score_some() or self._forward_some()
-            except Exception:  # broad on purpose: the worker must outlive any bug; the item is retried
-                logger.exception("DICOM worker error; retrying in 1 s")
+            except Exception as err:  # broad on purpose: the worker must outlive any bug; the item is retried
+                logger.error("DICOM worker error %s; retrying in 1 s", describe_error(err))
                 did = False
                 self._stop.wait(1.0)
             if not did:
@@ -274,6 +274,16 @@ class DicomNode:
         finally:
             self._busy.clear()
         return True
+
+
+def describe_error(err: BaseException) -> str:
+    """``TypeName at file.py:123`` of the innermost frame: enough to find a bug, and never the exception's message,
+    which for pydicom/highdicom errors may quote attribute values such as the patient's name (PHI)."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(err).__name__}{where}"
 
 
 def _header_problem(data: bytes, uid: str) -> str | None:
@@ -323,7 +333,7 @@ def process_items(items: list[QueueItem], scorer: Scorer, queue: WorkQueue, resu
         try:
             paths = write_results(outcome, header, item.path, scorer, results)
         except Exception as err:  # broad on purpose: highdicom refuses some headers; one instance, not the node
-            logger.error("%s: cannot build the result SR (%s)", item.sop_instance_uid, type(err).__name__)
+            logger.error("%s: cannot build the result SR (%s)", item.sop_instance_uid, describe_error(err))
             _write_failure(results, item, f"result SR could not be built ({type(err).__name__}); "
                            f"outcome was {outcome.status}")
             queue.mark_scored(item.sop_instance_uid, "error", [], forward=False, error="SR build failed")
@@ -352,7 +362,7 @@ def _score_safely(scorer: Scorer, live: list[tuple[QueueItem, Any]]) -> list[Out
         try:
             out += scorer.score([triple])
         except Exception as err:  # broad on purpose: see docstring
-            logger.error("%s: scoring failed (%s)", triple[0], type(err).__name__)
+            logger.error("%s: scoring failed (%s)", triple[0], describe_error(err))
             out.append(scorer.outcome(triple[0], "error", f"internal error while scoring ({type(err).__name__})"))
     return out
 
@@ -399,7 +409,11 @@ def forward_items(items: Iterable[QueueItem], peer: Peer, ae_title: str, queue: 
         for item in items:
             problem = None
             for path in item.result_paths:
-                status = assoc.send_c_store(pydicom.dcmread(path))  # type: ignore[attr-defined]
+                try:
+                    status = assoc.send_c_store(pydicom.dcmread(path))  # type: ignore[attr-defined]
+                except (ValueError, RuntimeError, OSError) as err:  # e.g. the PACS refused the SOP class
+                    problem = f"not sent ({describe_error(err)})"
+                    break
                 code = int(getattr(status, "Status", -1)) if status else -1
                 if code != 0 and not 0xB000 <= code <= 0xBFFF:  # success or warning
                     problem = f"C-STORE status 0x{code & 0xFFFF:04X}" if code >= 0 else "no C-STORE response"

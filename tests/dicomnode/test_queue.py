@@ -60,3 +60,25 @@ def test_node_recovers_orphaned_received_files(tmp_path: Path, onnx_scorer: obje
         assert (tmp_path / "results" / f"{ds.SOPInstanceUID}.sr.dcm").is_file()
     finally:
         node.stop()
+
+
+def test_instance_that_keeps_crashing_gets_an_error_sr(tmp_path: Path, onnx_scorer: object) -> None:
+    """Claimed MAX_ATTEMPTS times without finishing (the process died each time): no further try, an error SR."""
+    import pydicom
+
+    from pneumoscan.dicomnode.node import MAX_ATTEMPTS, process_items
+    from pneumoscan.dicomnode.report import read_result
+    from tests.dicomnode.support import make_dx
+
+    ds = make_dx()
+    uid = str(ds.SOPInstanceUID)
+    path = tmp_path / f"{uid}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    q = WorkQueue(tmp_path / "q.sqlite")
+    q.add(uid, str(ds.SOPClassUID), path)
+    for _ in range(MAX_ATTEMPTS):
+        q.claim(uid)
+    process_items(q.pending(10), onnx_scorer, q, tmp_path / "results", forward=False)  # type: ignore[arg-type]
+    assert q.state_of(uid) == "done"
+    result = read_result(pydicom.dcmread(tmp_path / "results" / f"{uid}.sr.dcm"))
+    assert result["status"] == "error" and "not retried" in result["reason"]

@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "loso": "loso",
     "export": "export",
     "serve": "serve",
+    "dicom-node": "dicom_node",
+    "dicomweb": "dicomweb",
     "sources": "sources",
 }
 # Long-running commands that restart themselves with tcmalloc when the machine has it (training.allocator).

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="best.pt of a run or an .onnx export (default: the shipped model)")
     p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                    help="auto (default): ONNX Runtime when the model has its export and no --explain/--precision is "
-                        "asked (same labels, 3-4x faster), else PyTorch")
+                        "asked (same labels, ~3x faster), else PyTorch")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--output", "-o", type=Path, help="write the results to this file instead of stdout")
     p.add_argument("--explain", type=Path, metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")

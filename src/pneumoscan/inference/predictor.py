@@ -219,11 +219,11 @@ def resolve_backend(backend: str, path: str | Path | None = None, *, heatmaps: b
     """The concrete backend for ``backend`` (``torch``, ``onnx`` or ``auto``) and model ``path`` (None: shipped).
 
     ``auto`` is the fastest backend that gives the same answers: ONNX Runtime for an ``.onnx`` file, and for the
-    shipped model when its export and onnxruntime are both there (it computes the fp32 probabilities — on the 624
-    Kermany test images the same labels as PyTorch, largest probability difference 1.2e-5 — 3-4x faster; see
-    BENCHMARKS.md). PyTorch when Grad-CAM heatmaps are wanted (they need gradients through the torch model), when a
-    ``precision`` other than fp32 is asked (an autocast setting only torch has), for a ``.pt`` checkpoint (its
-    export, if any, is a separate file the user names), or when no ONNX route exists.
+    shipped model when its export and onnxruntime are both there (it computes the fp32 probabilities: on all 5,856
+    kermany224 images the same labels as PyTorch, largest probability difference 1.7e-5, about 3x faster end to end;
+    BENCHMARKS.md section 5). PyTorch when Grad-CAM heatmaps are wanted (they need gradients through the torch
+    model), when a ``precision`` other than fp32 is asked (an autocast setting only torch has), for a ``.pt``
+    checkpoint (its export, if any, is a separate file the user names), or when no ONNX route exists.
     """
     if backend != "auto":
         return backend

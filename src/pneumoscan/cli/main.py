@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "compare": "compare",
     "audit": "audit",
     "loso": "loso",
+    "segment": "segment",
     "export": "export",
     "serve": "serve",
     "sources": "sources",

@@ -108,7 +108,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
         if r["error"]:
             lines.append(f"{path:<{width}}  {'-':>12}  ERROR: {r['error']}")
         else:
-            lines.append(f"{path:<{width}}  {r['probability']:>12.4f}  {r['label']}")
+            lungs = r.get("lungs") or {}
+            note = "  (no lungs found: full image used)" if lungs and not lungs.get("lungs_found") else ""
+            lines.append(f"{path:<{width}}  {r['probability']:>12.4f}  {r['label']}{note}")
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
                    help="the part recorded in the lung model (default test); all = every image in --data")
     e.add_argument("--output", "-o", type=Path, help="write metrics JSON here (file or folder)")
+    e.add_argument("--record", action="store_true",
+                   help="store the per-source summary in the installed lung model's lung.json (for its release)")
     e.set_defaults(func=run_evaluate)
 
     pr = s.add_parser("predict", help="lung masks (PNG, 255 = lung) and outline overlays for images")
@@ -99,6 +101,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2), encoding="utf-8")
         print(f"metrics: {out}")
+    if args.record:
+        from pneumoscan.inference.lungs import record_lung_metrics
+
+        meta = record_lung_metrics(seg.name, {k: result[k] for k in ("split", "per_source", "pooled")})
+        print(f"recorded in {meta}")
     return 0
 
 

@@ -179,6 +179,24 @@ def _load_segmenter(folder: str, name: str, backend: str) -> LungSegmenter:
     return LungSegmenter.from_file(path, name=info["name"])
 
 
+def record_lung_metrics(name: str, metrics: dict[str, Any]) -> Path:
+    """Store held-out metrics of the installed lung model ``name`` in its ``lung.json`` (atomically)."""
+    import os
+    import platform
+    import time
+
+    meta = lung_model_dir() / "lung.json"
+    info = shipped_lung_info()
+    if info["name"] != name:
+        raise CheckpointError(f"--record needs the installed lung model ({info['name']}), not {name}")
+    info["held_out"] = {**metrics, "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
+                        platform.machine()}
+    tmp = meta.with_name(".lung.json.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, meta)
+    return meta
+
+
 # -- release -------------------------------------------------------------------------------------------------------
 LUNG_LICENCE = (
     "Trained on the NLM Montgomery County and Shenzhen chest X-ray sets (public for research; cite Jaeger et al., "

@@ -256,27 +256,13 @@ def train_segmenter(cfg: SegmentConfig, output: str | Path) -> Path:
     started = time.perf_counter()
     split_info = {k: [r.stem for r in v] for k, v in splits.items()}
     for epoch in range(cfg.epochs):
-        model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(len(xs), generator=gen)
-        total = 0.0
-        for s in range(0, len(order), cfg.batch_size):
-            idx = order[s:s + cfg.batch_size]
-            image, target = xs[idx], ys[idx]
-            if cfg.augment:
-                image, target = _augment(image, target, gen)
-            image = (image - preprocess.mean) / preprocess.std
-            loss = _loss(model(image), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
+        train_loss = _train_epoch(model, opt, sched, xs, ys, cfg, preprocess, gen)
         val_dice = _mean_dice(_predict(model, val_x, preprocess), val_y)
         seconds = time.perf_counter() - t0
         improved = val_dice > best
         best = max(best, val_dice)
-        row = {"epoch": epoch + 1, "train_loss": round(total / len(xs), 5), "val_dice": round(val_dice, 5),
+        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_dice": round(val_dice, 5),
                "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 1), "best": improved}
         history.append(row)
         logger.info("epoch %d: loss %.4f val Dice %.4f (%.0f s)", epoch + 1, row["train_loss"], val_dice, seconds)
@@ -294,6 +280,29 @@ def train_segmenter(cfg: SegmentConfig, output: str | Path) -> Path:
                "n": {k: len(v) for k, v in splits.items()}, "torch_threads": torch.get_num_threads()}
     _atomic_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return run_dir
+
+
+def _train_epoch(model: Any, opt: Any, sched: Any, xs: Any, ys: Any, cfg: SegmentConfig,
+                 preprocess: PreprocessConfig, gen: Any) -> float:
+    """One pass over the training images in a random order; returns the mean loss."""
+    import torch
+
+    model.train()
+    order = torch.randperm(len(xs), generator=gen)
+    total = 0.0
+    for s in range(0, len(order), cfg.batch_size):
+        idx = order[s:s + cfg.batch_size]
+        image, target = xs[idx], ys[idx]
+        if cfg.augment:
+            image, target = _augment(image, target, gen)
+        image = (image - preprocess.mean) / preprocess.std
+        loss = _loss(model(image), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += float(loss.detach()) * len(idx)
+    return total / len(xs)
 
 
 def _save(state: dict[str, Any], path: Path) -> None:

@@ -172,3 +172,20 @@ def test_api_reports_lungs_outline_and_heatmap_share(tiny_lung_model: Path, crop
         assert outline.mode == "RGBA" and np.asarray(outline)[..., 3].any()
         plain = client.post("/v1/predict", files={"files": ("x.png", image, "image/png")}).json()["results"][0]
         assert "lung_outline_png_base64" not in plain and "heatmap_lung_fraction" not in plain
+
+
+def test_evaluate_reports_images_used_whole(tiny_lung_model: Path, crop_run: Path, chest_data: Path,
+                                            tmp_path: Path) -> None:
+    assert main(["evaluate", "--checkpoint", str(crop_run / "best.pt"), "--data", str(chest_data), "--split", "test",
+                 "--output", str(tmp_path / "eval"), "--bootstrap", "20", "--no-heatmaps"]) == 0
+    text = (tmp_path / "eval" / "metrics.json").read_text()
+    metrics = json.loads(text)
+    found = [v for v in _walk(metrics) if isinstance(v, dict) and "no_lungs_found" in v]
+    assert found and found[0]["n"] == metrics["n"] and found[0]["no_lungs_found"] == 0
+
+
+def _walk(obj: object):  # type: ignore[no-untyped-def]
+    yield obj
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _walk(v)

@@ -132,3 +132,24 @@ def test_preprocess_config_rejects_bad_lung_options(field: str, value: float) ->
 
     with pytest.raises(ConfigError, match=field):
         PreprocessConfig(**{field: value})
+
+
+def test_cache_key_without_lung_crop_is_unchanged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import json
+    import os
+
+    from pneumoscan.data.cache import cache_key
+    from pneumoscan.data.preprocess import PREPROCESS_VERSION
+
+    path = tmp_path / "a.png"
+    path.write_bytes(b"x")
+    st = os.stat(path)
+    h = hashlib.sha256()  # the key as written before lung crops existed
+    h.update(json.dumps({"image_size": 64, "version": PREPROCESS_VERSION}).encode())
+    h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    assert cache_key([str(path)], 64) == h.hexdigest()[:24]
+    lung = PreprocessConfig(image_size=64, lung_crop=True, lung_model="m").lung_key()
+    other = PreprocessConfig(image_size=64, lung_crop=True, lung_model="m", lung_dim=0.5).lung_key()
+    keys = {cache_key([str(path)], 64), cache_key([str(path)], 64, lung), cache_key([str(path)], 64, other)}
+    assert len(keys) == 3

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "compare": "compare",
     "audit": "audit",
     "loso": "loso",
+    "segment": "segment",
     "export": "export",
     "serve": "serve",
     "dicom-node": "dicom_node",

@@ -72,9 +72,14 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         if r.error:
             logger.error("%s", r.error)
+    shares: dict[int, float | None] = {}
     if args.explain:
-        _write_heatmaps(predictor, [r for r in results if not r.error], args.explain)
-    text = render([r.to_dict() for r in results], args.format)
+        shares = _write_heatmaps(predictor, [r for r in results if not r.error], args.explain)
+    rows = [r.to_dict() for r in results]
+    for row, r in zip(rows, results, strict=True):
+        if id(r) in shares:
+            row["heatmap_lung_fraction"] = shares[id(r)]
+    text = render(rows, args.format)
     if args.output:
         _atomic_write(args.output, text)
     else:
@@ -111,19 +116,26 @@ def _table(rows: list[dict[str, Any]]) -> str:
         if r["error"]:
             lines.append(f"{path:<{width}}  {'-':>12}  ERROR: {r['error']}")
         else:
-            lines.append(f"{path:<{width}}  {r['probability']:>12.4f}  {r['label']}")
+            lungs = r.get("lungs") or {}
+            note = "  (no lungs found: full image used)" if lungs and not lungs.get("lungs_found") else ""
+            if r.get("heatmap_lung_fraction") is not None:
+                note += f"  heatmap {r['heatmap_lung_fraction']:.0%} in lungs"
+            lines.append(f"{path:<{width}}  {r['probability']:>12.4f}  {r['label']}{note}")
     return "\n".join(lines) + "\n"
 
 
-def _write_heatmaps(predictor: Any, results: list[Any], folder: Path) -> None:
+def _write_heatmaps(predictor: Any, results: list[Any], folder: Path) -> dict[int, float | None]:
+    """Write one Grad-CAM overlay per result; returns each result's heatmap share inside the lungs (by id)."""
     from pneumoscan.data.io import read_image
-    from pneumoscan.explain.gradcam import explain_prepared, overlay_png
+    from pneumoscan.explain.gradcam import explain_image, overlay_png
 
     folder.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
+    shares: dict[int, float | None] = {}
     for r in results:
-        prepared = predictor.prepare(read_image(r.path))
-        png = overlay_png(prepared, explain_prepared(predictor, prepared))
+        explained = explain_image(predictor, read_image(r.path))
+        shares[id(r)] = explained["heatmap_lung_fraction"]
+        png = overlay_png(explained["prepared"], explained["heatmap"])
         stem = Path(r.path).stem
         name, k = f"{stem}_gradcam.png", 1
         while name in used:
@@ -131,6 +143,7 @@ def _write_heatmaps(predictor: Any, results: list[Any], folder: Path) -> None:
             name = f"{stem}_{k}_gradcam.png"
         used.add(name)
         _atomic_write_bytes(folder / name, png)
+    return shares
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 _FIELDS = ("model", "image_size", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "scheduler",
            "warmup_epochs", "weights", "init_from", "drop_rate", "balance", "label_smoothing", "mean", "std",
            "val_fraction", "test_fraction", "seed", "patience", "threshold_rule", "target_sensitivity", "precision",
-           "device", "workers", "max_train_images", "precise_bn", "leak_check")
-_FLAGS = ("pretrained", "freeze_backbone", "balance_sources")
+           "device", "workers", "max_train_images", "precise_bn", "leak_check", "lung_margin", "lung_dim")
+_FLAGS = ("pretrained", "freeze_backbone", "balance_sources", "lung_crop")
 _AUGMENT = ("rotation", "hflip", "zoom", "translate", "brightness", "contrast")
 
 
@@ -52,6 +52,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--mean", type=float, help="input normalisation mean (default: by pretrained or not)")
     p.add_argument("--std", type=float)
+    p.add_argument("--lung-crop", action="store_true", default=None,
+                   help="crop every image to its lung fields (shipped lung U-Net) before resizing; recorded in the "
+                        "checkpoint, so predict/evaluate/serve crop the same way (images without lungs are used whole)")
+    p.add_argument("--lung-margin", type=float,
+                   help="with --lung-crop: margin around the lung box, fraction of its width/height (default 0.1)")
+    p.add_argument("--lung-dim", type=float,
+                   help="with --lung-crop: darken what lies outside the lungs (0 = off, the default; 1 = black)")
     for name in _AUGMENT:
         p.add_argument(f"--aug-{name}", type=float, dest=f"aug_{name}", help=f"augmentation {name} (0 = off)")
     p.add_argument("--no-augment", action="store_true", help="switch all augmentation off")

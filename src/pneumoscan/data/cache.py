@@ -7,6 +7,11 @@ and resized once (:func:`pneumoscan.data.preprocess.prepare`) into one uint8 arr
 
 The cache key hashes each file's path, size and modification time, the preprocessing config and the preprocessing
 code version: change a file, the image size or :data:`PREPROCESS_VERSION` and a new cache is built.
+
+With a lung crop (:attr:`PreprocessConfig.lung_crop`) the lung model runs once over the images at its own input size
+(through this same cache), the lung maps are cached beside the images (``lungs/*.npy``) and every image is cropped
+exactly as :meth:`pneumoscan.inference.predictor.Predictor.prepare` crops it
+(:func:`pneumoscan.data.lungs.prepare_cropped`). The lung model and the crop options are part of the key.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumoscan.data.preprocess import PREPROCESS_VERSION, prepare
+from pneumoscan.data.lungs import LungGeometry, geometry_from_mask, prepare_cropped
+from pneumoscan.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, prepare
 from pneumoscan.errors import DataError, ImageReadError
 
 logger = logging.getLogger(__name__)
@@ -36,10 +42,17 @@ def default_cache_dir() -> Path:
     return Path(base) / "pneumoscan"
 
 
-def cache_key(paths: Sequence[str], image_size: int) -> str:
-    """Hash of (path, size, mtime) of every file plus the preprocessing: changes when data or preprocessing do."""
+def cache_key(paths: Sequence[str], image_size: int, lung: dict[str, object] | None = None) -> str:
+    """Hash of (path, size, mtime) of every file plus the preprocessing: changes when data or preprocessing do.
+
+    ``lung`` (:meth:`PreprocessConfig.lung_key`) enters the hash only when set, so the keys of caches without a
+    lung crop are the ones earlier versions wrote.
+    """
     h = hashlib.sha256()
-    h.update(json.dumps({"image_size": image_size, "version": PREPROCESS_VERSION}).encode())
+    spec: dict[str, object] = {"image_size": image_size, "version": PREPROCESS_VERSION}
+    if lung is not None:
+        spec["lung"] = lung
+    h.update(json.dumps(spec, sort_keys=lung is not None).encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -49,11 +62,14 @@ def cache_key(paths: Sequence[str], image_size: int) -> str:
     return h.hexdigest()[:24]
 
 
-def _decode_one(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
+def _decode_one(args: tuple[str, int, PreprocessConfig | None, LungGeometry | None]) -> tuple[np.ndarray | None,
+                                                                                               str | None]:
     from pneumoscan.data.io import read_image
 
-    path, size = args
+    path, size, config, geometry = args
     try:
+        if config is not None and geometry is not None:
+            return prepare_cropped(read_image(path), config, geometry), None
         return prepare(read_image(path), size), None
     except ImageReadError as err:
         return None, str(err)
@@ -61,18 +77,24 @@ def _decode_one(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
         return None, f"{path}: {err.strerror or err}"
 
 
-def decode_images(paths: Sequence[str], image_size: int, workers: int = 0) -> np.ndarray:
+def decode_images(paths: Sequence[str], image_size: int, workers: int = 0, preprocess: PreprocessConfig | None = None,
+                  geometries: Sequence[LungGeometry] | None = None) -> np.ndarray:
     """Decode and prepare every image; raise one :class:`DataError` naming the unreadable files.
 
     Args:
         paths: image files.
         image_size: side of the square output.
         workers: processes to decode with (0 = number of CPUs, at most 8; 1 = in this process).
+        preprocess: with ``geometries``, crop each image to its lungs as this config says.
+        geometries: one lung geometry per path (see :func:`lung_geometries`).
     """
     workers = workers or min(8, os.cpu_count() or 1)
     out = np.empty((len(paths), image_size, image_size), dtype=np.uint8)
     errors: list[str] = []
-    jobs = [(p, image_size) for p in paths]
+    if geometries is not None and len(geometries) != len(paths):
+        raise ValueError("one lung geometry per path expected")
+    jobs = [(p, image_size, preprocess if geometries is not None else None,
+             geometries[i] if geometries is not None else None) for i, p in enumerate(paths)]
     if workers <= 1 or len(paths) < 64:
         results = map(_decode_one, jobs)
         _collect(results, out, errors)
@@ -98,30 +120,72 @@ def _collect(results: object, out: np.ndarray, errors: list[str]) -> None:
             out[i] = arr
 
 
-def load_or_build(paths: Sequence[str], image_size: int, cache_dir: Path | None = None, workers: int = 0) -> np.ndarray:
+def load_or_build(paths: Sequence[str], image_size: int, cache_dir: Path | None = None, workers: int = 0,
+                  preprocess: PreprocessConfig | None = None) -> np.ndarray:
     """Return the (N, S, S) uint8 images for ``paths``, from the cache when it is valid, else decoding them.
 
     The cache file is written atomically (temp file + ``os.replace``): an interrupted build leaves no partial cache.
-    ``cache_dir=None`` uses :func:`default_cache_dir`; pass a path to keep caches elsewhere.
+    ``cache_dir=None`` uses :func:`default_cache_dir`; pass a path to keep caches elsewhere. With a ``preprocess``
+    that crops to the lungs, the images are cropped (see the module docstring).
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache_dir / "images" / f"{cache_key(paths, image_size)}-{len(paths)}x{image_size}.npy"
-    if target.is_file():
-        try:
-            arr = np.load(target, mmap_mode="r")
-            if arr.shape == (len(paths), image_size, image_size) and arr.dtype == np.uint8:
-                logger.info("image cache hit: %s", target)
-                return arr
-        except (OSError, ValueError) as err:
-            logger.warning("ignoring unreadable cache %s (%s)", target, err)
-    arr = decode_images(paths, image_size, workers)
+    lung = preprocess.lung_key() if preprocess is not None else None
+    target = cache_dir / "images" / f"{cache_key(paths, image_size, lung)}-{len(paths)}x{image_size}.npy"
+    cached = _load_cached(target, (len(paths), image_size, image_size))
+    if cached is not None:
+        return cached
+    if lung is not None and preprocess is not None:
+        geometries = lung_geometries(paths, preprocess.lung_model, cache_dir, workers)
+        arr = decode_images(paths, image_size, workers, preprocess, geometries)
+    else:
+        arr = decode_images(paths, image_size, workers)
+    _save_cache(target, arr)
+    return arr
+
+
+def lung_geometries(paths: Sequence[str], lung_model: str = "", cache_dir: Path | None = None,
+                    workers: int = 0) -> list[LungGeometry]:
+    """Lung geometry of every image from the shipped lung model ``lung_model``; the lung maps are cached.
+
+    The lung model sees the images exactly as a predictor's does: decoded, resized to the lung model's input size by
+    :func:`prepare` (those small images come from this cache too), normalised.
+    """
+    from pneumoscan.inference.lungs import load_lung_segmenter
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    segmenter = load_lung_segmenter(lung_model)
+    side = segmenter.preprocess.image_size
+    target = cache_dir / "lungs" / f"{cache_key(paths, side, {'lung_model': segmenter.name})}-{len(paths)}x{side}.npy"
+    maps = _load_cached(target, (len(paths), side, side))
+    if maps is None:
+        small = load_or_build(paths, side, cache_dir, workers)
+        logger.info("finding the lungs in %d images with %s", len(paths), segmenter.name)
+        probs = segmenter.probabilities_from_prepared(small)
+        maps = np.rint(probs * 255).astype(np.uint8)
+        _save_cache(target, maps)
+    return [geometry_from_mask(np.asarray(m)) for m in maps]
+
+
+def _load_cached(target: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    if not target.is_file():
+        return None
+    try:
+        arr = np.load(target, mmap_mode="r")
+        if arr.shape == shape and arr.dtype == np.uint8:
+            logger.info("cache hit: %s", target)
+            return arr
+    except (OSError, ValueError) as err:
+        logger.warning("ignoring unreadable cache %s (%s)", target, err)
+    return None
+
+
+def _save_cache(target: Path, arr: np.ndarray) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
         os.replace(tmp, target)
-        logger.info("image cache written: %s (%.1f MB)", target, arr.nbytes / 1e6)
+        logger.info("cache written: %s (%.1f MB)", target, arr.nbytes / 1e6)
     except OSError as err:  # a read-only home must not stop training
-        logger.warning("could not write image cache %s: %s", target, err)
-    return arr
+        logger.warning("could not write cache %s: %s", target, err)

@@ -3,6 +3,10 @@
 The model has a single pneumonia logit, so the target is that logit itself (not an argmax over classes): the map
 shows what pushes the model towards PNEUMONIA. Hooks are released and the model's train/eval mode restored in
 ``finally``, so explaining never changes the model.
+
+:func:`explain_image` also reports ``heatmap_lung_fraction``, the share of the heatmap's mass inside the lung fields
+found by the lung model: a model that looks at the lungs puts most of it there, a low share points at a shortcut
+(burned-in text, markers, devices, the film border).
 """
 
 from __future__ import annotations
@@ -89,3 +93,39 @@ def explain_prepared(predictor: Any, prepared: np.ndarray) -> np.ndarray:
         raise ConfigError("heatmaps need the PyTorch backend (Grad-CAM uses gradients); ONNX models cannot explain")
     inputs = to_float(prepared[None], predictor.info.preprocess)[:, None]
     return gradcam(predictor.model.float(), predictor.info.name, inputs)[0]
+
+
+def lung_map_for(predictor: Any, image: np.ndarray, geometry: Any = None) -> np.ndarray | None:
+    """The lung probability map (S, S) in the frame of the model input made from ``image``; None if no lung model.
+
+    ``geometry`` is the image's :class:`~pneumoscan.data.lungs.LungGeometry` when already known (a lung-crop model
+    computed it in ``prepare_with_lungs``); otherwise the lung model is run here. For a lung-crop model the map is
+    cropped as the image was; for any other model the input frame is the whole image.
+    """
+    from pneumoscan.data.lungs import lung_map_in_input
+    from pneumoscan.errors import CheckpointError
+
+    cfg = predictor.info.preprocess
+    try:
+        geo = geometry if geometry is not None else predictor.lung_segmenter().geometry(image)
+    except CheckpointError as err:  # a build without a lung model still explains, without the lung share
+        logger.warning("no lung share for the heatmap: %s", err)
+        return None
+    h, w = image.shape
+    return lung_map_in_input(geo, cfg.lung_margin if cfg.lung_crop else None, cfg.image_size, w, h)
+
+
+def explain_image(predictor: Any, image: np.ndarray) -> dict[str, Any]:
+    """Grad-CAM of one decoded grey [0, 1] image, with the share of the heatmap inside the lungs.
+
+    Returns:
+        ``prepared`` (uint8 model input), ``heatmap`` (S, S in [0, 1]), ``lung_map`` ((S, S) lung probability in
+        the same frame, or None without a lung model) and ``heatmap_lung_fraction`` (float or None).
+    """
+    from pneumoscan.data.lungs import heatmap_lung_fraction
+
+    prepared, geometry = predictor.prepare_with_lungs(image)
+    cam = explain_prepared(predictor, prepared)
+    lung_map = lung_map_for(predictor, image, geometry)
+    share = heatmap_lung_fraction(cam, lung_map) if lung_map is not None else None
+    return {"prepared": prepared, "heatmap": cam, "lung_map": lung_map, "heatmap_lung_fraction": share}

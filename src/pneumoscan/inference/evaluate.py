@@ -100,9 +100,21 @@ def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split:
                    "unreadable": [p.error for p in failed][:50],
                    "all_patient_ids_known": known == len(records),
                    "images_with_patient_id": known,
-                   "label_policy": _policies(data, data_options)},
+                   "label_policy": _policies(data, data_options), **_lung_note(results)},
         heatmap_fn=heatmap_fn, n_bootstrap=n_bootstrap, seed=seed,
     )
+
+
+def _lung_note(results: Sequence[Any]) -> dict[str, Any]:
+    """For models that crop to the lungs: how many images were used whole because no lungs were found in them."""
+    reports = [(p.path, p.lungs) for p in results if not p.error and getattr(p, "lungs", None)]
+    if not reports:
+        return {}
+    whole = [{"path": path, "reason": lungs.get("lung_fallback")} for path, lungs in reports
+             if not lungs.get("lungs_found")]
+    if whole:
+        logger.warning("lung crop: no lungs found in %d of %d images (used whole)", len(whole), len(reports))
+    return {"lung_crop": {"n": len(reports), "no_lungs_found": len(whole), "images_used_whole": whole[:50]}}
 
 
 def _policies(data: Sequence[str], options: dict[str, str] | None) -> dict[str, str]:

@@ -60,6 +60,7 @@ class Prediction:
     model: str
     version: str
     error: str | None = None
+    lungs: dict[str, Any] | None = None  # lung crop report (models trained with --lung-crop): found, box, fallback
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +107,7 @@ class Predictor:
         self.backend = backend
         self.info = info
         self.model = model  # the torch module (for Grad-CAM), None for ONNX
+        self._lungs: Any = None  # the lung segmenter, loaded on first use
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
@@ -156,7 +158,26 @@ class Predictor:
     # -- prediction -------------------------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """Grey [0, 1] image → uint8 S×S, exactly as in training."""
-        return prepare(image, self.info.preprocess.image_size)
+        return self.prepare_with_lungs(image)[0]
+
+    def prepare_with_lungs(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
+        """:meth:`prepare` plus the image's :class:`~pneumoscan.data.lungs.LungGeometry` (None without lung crop)."""
+        cfg = self.info.preprocess
+        if not cfg.lung_crop:
+            return prepare(image, cfg.image_size), None
+        from pneumoscan.data.lungs import prepare_cropped
+
+        geometry = self.lung_segmenter().geometry(image)
+        return prepare_cropped(image, cfg, geometry), geometry
+
+    def lung_segmenter(self) -> Any:
+        """The lung model this predictor crops with (the one its checkpoint names; ONNX Runtime for ONNX models)."""
+        if self._lungs is None:
+            from pneumoscan.inference.lungs import load_lung_segmenter
+
+            self._lungs = load_lung_segmenter(self.info.preprocess.lung_model,
+                                              backend="auto" if self.model is not None else "onnx")
+        return self._lungs
 
     def probabilities_from_prepared(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S) → calibrated probabilities (N,)."""
@@ -175,11 +196,12 @@ class Predictor:
     def label_for(self, probability: float) -> str:
         return self.info.class_names[1] if probability >= self.info.threshold else self.info.class_names[0]
 
-    def _result(self, name: str, probability: float | None, error: str | None = None) -> Prediction:
+    def _result(self, name: str, probability: float | None, error: str | None = None,
+                lungs: dict[str, Any] | None = None) -> Prediction:
         return Prediction(path=name, probability=None if probability is None else float(probability),
                           label=None if probability is None else self.label_for(probability),
                           threshold=self.info.threshold, model=self.info.name, version=self.info.version,
-                          error=error)
+                          error=error, lungs=lungs)
 
     def predict_sources(self, sources: Iterable[str | Path | bytes], *, names: Sequence[str] | None = None,
                         batch_size: int = 32, progress: Callable[[int], None] | None = None,
@@ -197,8 +219,9 @@ class Predictor:
         for i, src in enumerate(items):
             name = names[i] if names is not None else (str(src) if not isinstance(src, bytes) else f"<upload {i}>")
             try:
-                pending.append((i, self.prepare(read_image(src, name=name, **limit))))
-                results.append(self._result(name, None, "pending"))
+                prepared, lungs = self.prepare_with_lungs(read_image(src, name=name, **limit))
+                pending.append((i, prepared))
+                results.append(self._result(name, None, "pending", None if lungs is None else lungs.report()))
             except ImageReadError as err:
                 results.append(self._result(name, None, str(err)))
             if len(pending) == batch_size or (i == len(items) - 1 and pending):
@@ -211,7 +234,7 @@ class Predictor:
     def _flush(self, pending: list[tuple[int, np.ndarray]], results: list[Prediction]) -> None:
         probs = self.probabilities_from_prepared(np.stack([a for _, a in pending]))
         for (i, _), p in zip(pending, probs, strict=True):
-            results[i] = self._result(results[i].path, float(p))
+            results[i] = self._result(results[i].path, float(p), lungs=results[i].lungs)
 
 
 def resolve_backend(backend: str, path: str | Path | None = None, *, heatmaps: bool = False,

@@ -297,7 +297,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         out = PredictOut(model=ModelOut(**service.model_dict()), results=[
             ResultOut(filename=r.name, probability=r.probability, label=r.label, threshold=info.threshold,
                       model=info.name, version=info.version, error=None if r.error is None else str(r.error),
-                      **r.images)
+                      **r.images, **r.fields)
             for r in results])
         logger.info("predict: %d file(s), %d failed, %.0f ms", len(results),
                     sum(r.error is not None for r in results), 1000 * (time.perf_counter() - started))

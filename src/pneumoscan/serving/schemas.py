@@ -44,11 +44,23 @@ class ResultOut(BaseModel):
         default=None, description="Grad-CAM heatmap blended over the model input, RGB PNG")
     preview_png_base64: str | None = Field(
         default=None, description="the decoded grey image (aspect kept, at most 768 px), PNG; for display")
+    lung_outline_png_base64: str | None = Field(
+        default=None, description="with preview: outline of the lung fields found by the lung model, transparent "
+                                  "RGBA PNG in the whole-image frame (stretch it over the preview)")
+    lungs: dict[str, Any] | None = Field(
+        default=None, description="models that crop to the lungs: lungs_found, lung_box, lung_fraction and "
+                                  "lung_fallback (why the whole image was used)")
+    input_box: list[float] | None = Field(
+        default=None, description="models that crop to the lungs: where the model input (and the heatmap) lies in "
+                                  "the image, fractions [x0, y0, x1, y1]")
+    heatmap_lung_fraction: float | None = Field(
+        default=None, description="with heatmap: share of the Grad-CAM heatmap's mass inside the lung fields")
 
     @model_serializer(mode="wrap")
     def _drop_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for key in ("error", "heatmap_png_base64", "overlay_png_base64", "preview_png_base64"):
+        for key in ("error", "heatmap_png_base64", "overlay_png_base64", "preview_png_base64",
+                    "lung_outline_png_base64", "lungs", "input_box", "heatmap_lung_fraction"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

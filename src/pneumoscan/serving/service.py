@@ -68,6 +68,7 @@ class Decoded:
     prepared: np.ndarray | None = None  # uint8 (S, S)
     preview_png: bytes | None = None
     error: ImageReadError | None = None
+    lungs: Any = None  # LungGeometry: from the lung crop, or found for the page's lung outline (preview)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class FileResult:
     label: str | None = None
     error: ImageReadError | None = None
     images: dict[str, str] = field(default_factory=dict)  # ResultOut field name -> base64 PNG
+    fields: dict[str, Any] = field(default_factory=dict)  # further ResultOut fields (lungs, heatmap_lung_fraction)
 
 
 @dataclass(eq=False)  # identity comparison: `job in queue` must not compare arrays
@@ -115,8 +117,20 @@ class InferenceService:
             image = read_image(upload.data, name=upload.name, max_pixels=self.settings.max_pixels)
         except ImageReadError as err:
             return Decoded(upload.name, error=err)
-        prepared = self.predictor.prepare(image)
-        return Decoded(upload.name, prepared, _preview_png(image) if preview else None)
+        prepared, lungs = self.predictor.prepare_with_lungs(image)
+        if preview and lungs is None:
+            lungs = self._find_lungs(image)
+        return Decoded(upload.name, prepared, _preview_png(image) if preview else None, lungs=lungs)
+
+    def _find_lungs(self, image: np.ndarray) -> Any:
+        """Lung geometry for the page's outline; None (and one warning) in a build without a lung model."""
+        from pneumoscan.errors import CheckpointError
+
+        try:
+            return self.predictor.lung_segmenter().geometry(image)
+        except CheckpointError as err:
+            logger.warning("no lung outline: %s", err)
+            return None
 
     async def decode(self, uploads: list[Upload], *, preview: bool = False) -> list[Decoded]:
         """Decode and preprocess every upload in worker threads (at most ``decode_concurrency`` at once)."""
@@ -180,18 +194,24 @@ class InferenceService:
         self.images_scored += len(images)
         return np.concatenate(out)
 
-    async def explain(self, prepared: np.ndarray) -> dict[str, str]:
-        """Grad-CAM for one uint8 (S, S) image: base64 PNGs for ``heatmap_png_base64`` and ``overlay_png_base64``."""
+    async def explain(self, prepared: np.ndarray, lungs: Any = None) -> dict[str, Any]:
+        """Grad-CAM for one uint8 (S, S) image: base64 PNGs for ``heatmap_png_base64`` and ``overlay_png_base64``,
+        and ``heatmap_lung_fraction`` (share of the heatmap inside the lungs; None without a lung model)."""
         if not self.heatmaps_available:
             raise ConfigError(HEATMAPS_NEED_TORCH)
         async with self._model_lock:
-            return await anyio.to_thread.run_sync(self._explain, prepared)
+            return await anyio.to_thread.run_sync(self._explain, prepared, lungs)
 
-    def _explain(self, prepared: np.ndarray) -> dict[str, str]:
-        from pneumoscan.explain.gradcam import explain_prepared, heatmap_png, overlay_png
+    def _explain(self, prepared: np.ndarray, lungs: Any = None) -> dict[str, Any]:
+        from pneumoscan.data.lungs import heatmap_lung_fraction
+        from pneumoscan.explain.gradcam import explain_prepared, heatmap_png, lung_map_for, overlay_png
 
         cam = explain_prepared(self.predictor, prepared)
-        return {"heatmap_png_base64": _b64(heatmap_png(cam)), "overlay_png_base64": _b64(overlay_png(prepared, cam))}
+        # Without a known geometry, the prepared image is the whole film: find the lungs in it.
+        lung_map = lung_map_for(self.predictor, prepared.astype(np.float32) / 255.0, lungs)
+        share = heatmap_lung_fraction(cam, lung_map) if lung_map is not None else None
+        return {"heatmap_png_base64": _b64(heatmap_png(cam)), "overlay_png_base64": _b64(overlay_png(prepared, cam)),
+                "heatmap_lung_fraction": share}
 
     # -- everything ------------------------------------------------------------------------------------------
     async def predict(self, uploads: list[Upload], *, heatmap: bool = False, preview: bool = False) -> list[FileResult]:
@@ -211,8 +231,13 @@ class InferenceService:
             result = FileResult(d.name, probability=p, label=self.predictor.label_for(p))
             if d.preview_png is not None:
                 result.images["preview_png_base64"] = _b64(d.preview_png)
+                if d.lungs is not None:
+                    result.images["lung_outline_png_base64"] = _b64(_lung_outline_png(d.lungs))
+            result.fields.update(_lung_fields(self.predictor, d.lungs))
             if heatmap:
-                result.images.update(await self.explain(d.prepared))
+                explained = await self.explain(d.prepared, d.lungs)
+                result.fields["heatmap_lung_fraction"] = explained.pop("heatmap_lung_fraction")
+                result.images.update(explained)
             results.append(result)
         return results
 
@@ -239,6 +264,27 @@ def load_predictor(settings: ServeSettings) -> Predictor:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _lung_fields(predictor: Predictor, lungs: Any) -> dict[str, Any]:
+    """``lungs`` (lung-crop models: found, box, fallback) and ``input_box`` (where the model input — and so the
+    heatmap — lies in the image, fractions x0, y0, x1, y1) of one result."""
+    cfg = predictor.info.preprocess
+    if not cfg.lung_crop or lungs is None:
+        return {}
+    from pneumoscan.data.lungs import crop_box
+
+    left, top, right, bottom = crop_box(lungs, cfg.lung_margin, 10000, 10000)
+    return {"lungs": lungs.report(), "input_box": [left / 1e4, top / 1e4, right / 1e4, bottom / 1e4]}
+
+
+def _lung_outline_png(lungs: Any) -> bytes:
+    """Transparent PNG (square, whole-image frame like the preview) with only the lung outline drawn."""
+    from pneumoscan.data.lungs import outline_rgba, resize_map
+
+    buf = io.BytesIO()
+    Image.fromarray(outline_rgba(resize_map(lungs.mask, 384, 384)), mode="RGBA").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _preview_png(image: np.ndarray) -> bytes:

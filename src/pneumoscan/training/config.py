@@ -78,6 +78,9 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mean: float | None = None
     std: float | None = None
+    lung_crop: bool = False
+    lung_margin: float = 0.1
+    lung_dim: float = 0.0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
@@ -112,6 +115,8 @@ class TrainConfig:
             raise ConfigError("precise_bn must be >= 0 (number of training images; 0 = off)")
         if not 0 < self.target_sensitivity < 1:
             raise ConfigError("target_sensitivity must be between 0 and 1")
+        if not (0 <= self.lung_margin <= 1 and 0 <= self.lung_dim <= 1):
+            raise ConfigError("lung_margin and lung_dim must be between 0 and 1")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -67,14 +67,21 @@ class PreparedData:
 
 def preprocess_for(cfg: TrainConfig) -> PreprocessConfig:
     """Normalisation: ImageNet grey statistics for pretrained weights, centred [0, 1] otherwise; a model started
-    ``--init-from`` a file keeps the normalisation its weights were learned with."""
+    ``--init-from`` a file keeps the normalisation its weights were learned with. With ``lung_crop`` the config
+    names the shipped lung model, so predictions later crop with the very same one."""
+    lung: dict[str, Any] = {}
+    if cfg.lung_crop:
+        from pneumoscan.inference.lungs import shipped_lung_name
+
+        lung = {"lung_crop": True, "lung_margin": cfg.lung_margin, "lung_dim": cfg.lung_dim,
+                "lung_model": shipped_lung_name()}
     if cfg.init_from and cfg.mean is None and cfg.std is None:
         saved = _init_file_preprocess(cfg.init_from)
-        return PreprocessConfig(image_size=cfg.image_size, mean=saved["mean"], std=saved["std"])
+        return PreprocessConfig(image_size=cfg.image_size, mean=saved["mean"], std=saved["std"], **lung)
     pretrained = cfg.pretrained or cfg.weights is not None
     mean = cfg.mean if cfg.mean is not None else (IMAGENET_GREY_MEAN if pretrained else 0.5)
     std = cfg.std if cfg.std is not None else (IMAGENET_GREY_STD if pretrained else 0.25)
-    return PreprocessConfig(image_size=cfg.image_size, mean=mean, std=std)
+    return PreprocessConfig(image_size=cfg.image_size, mean=mean, std=std, **lung)
 
 
 def _init_file_preprocess(path: str) -> dict[str, Any]:
@@ -118,14 +125,35 @@ def prepare_data(cfg: TrainConfig, cache_dir: Path | None) -> PreparedData:
         keep = np.sort(rng.choice(len(splits["train"]), cfg.max_train_images, replace=False))
         splits["train"] = [splits["train"][i] for i in keep]
     leaks = _leak_check(splits, cfg.leak_check)
+    preprocess = preprocess_for(cfg)
     images, labels = {}, {}
+    lung_info: dict[str, Any] = {}
     for name in ("train", "val"):
         paths = [r.path for r in splits[name]]
-        images[name] = load_or_build(paths, cfg.image_size, cache_dir, cfg.workers)
+        images[name] = load_or_build(paths, cfg.image_size, cache_dir, cfg.workers, preprocess)
         labels[name] = np.array([r.label for r in splits[name]], dtype=np.int64)
+        if preprocess.lung_crop:
+            lung_info[name] = _lung_fallbacks(paths, preprocess, cache_dir, cfg.workers)
     counts = {k: {"n": len(v), "pneumonia": sum(r.label == 1 for r in v)} for k, v in splits.items()}
-    info = {"sources": sources, "splits": counts, "leak_check": leaks}
+    info: dict[str, Any] = {"sources": sources, "splits": counts, "leak_check": leaks}
+    if preprocess.lung_crop:
+        info["lung_crop"] = {"lung_model": preprocess.lung_model, "margin": preprocess.lung_margin,
+                             "dim": preprocess.lung_dim, **lung_info}
     return PreparedData(splits, images, labels, info)
+
+
+def _lung_fallbacks(paths: list[str], preprocess: PreprocessConfig, cache_dir: Path | None,
+                    workers: int) -> dict[str, Any]:
+    """Which images were used whole because no lungs were found in them (reported in data.json and the log)."""
+    from pneumoscan.data.cache import lung_geometries
+
+    geos = lung_geometries(paths, preprocess.lung_model, cache_dir, workers)
+    fallback = [(p, g.reason) for p, g in zip(paths, geos, strict=True) if not g.found]
+    if fallback:
+        logger.warning("lung crop: no lungs found in %d of %d images (used whole), e.g. %s", len(fallback),
+                       len(paths), os.path.basename(fallback[0][0]))
+    return {"n": len(paths), "no_lungs_found": len(fallback),
+            "images_used_whole": [{"path": p, "reason": r} for p, r in fallback]}
 
 
 def _leak_check(splits: dict[str, list[Record]], mode: str) -> list[str]:

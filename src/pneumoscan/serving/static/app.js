@@ -151,6 +151,8 @@ function showImage(result) {
   } else {
     overlay.removeAttribute("src");
   }
+  placeOverlay(overlay, result.input_box);
+  showLungs(result);
   syncOverlay();
   $("dropzone").hidden = true;
   $("viewer").hidden = false;
@@ -161,7 +163,39 @@ function syncOverlay() {
   const visible = $("heatmap-toggle").checked && Boolean($("overlay").getAttribute("src"));
   $("overlay").hidden = !visible;
   $("legend").hidden = !visible;
+  syncLungs();
   if (state.heatmaps) $("heatmap-note").textContent = visible && state.emptyHeatmap ? EMPTY_HEATMAP : "";
+}
+
+// A model that crops to the lungs saw only `input_box` of the image: its heatmap covers that box, not the image.
+function placeOverlay(img, box) {
+  const [x0, y0, x1, y1] = box || [0, 0, 1, 1];
+  img.style.left = `${x0 * 100}%`;
+  img.style.top = `${y0 * 100}%`;
+  img.style.width = `${(x1 - x0) * 100}%`;
+  img.style.height = `${(y1 - y0) * 100}%`;
+}
+
+function showLungs(result) {
+  const outline = $("lung-outline");
+  if (result.lung_outline_png_base64) {
+    outline.src = `data:image/png;base64,${result.lung_outline_png_base64}`;
+  } else {
+    outline.removeAttribute("src");
+  }
+  $("lungs-toggle").disabled = !result.lung_outline_png_base64;
+  $("lungs-toggle-label").classList.toggle("disabled", !result.lung_outline_png_base64);
+  const notes = [];
+  if (result.lungs && !result.lungs.lungs_found) notes.push("No lungs found: the model saw the whole image.");
+  if (typeof result.heatmap_lung_fraction === "number") {
+    notes.push(`${Math.round(result.heatmap_lung_fraction * 100)}% of the heatmap lies inside the lungs.`);
+  }
+  $("lungs-note").textContent = notes.join(" ");
+}
+
+function syncLungs() {
+  const outline = $("lung-outline");
+  outline.hidden = !($("lungs-toggle").checked && Boolean(outline.getAttribute("src")));
 }
 
 const EMPTY_HEATMAP = "Empty heatmap: no region pushed the model towards pneumonia.";
@@ -254,6 +288,7 @@ function wire() {
   $("overlay").addEventListener("load", checkHeatmap);
   window.addEventListener("resize", fitPreview);
   $("heatmap-toggle").addEventListener("change", syncOverlay);
+  $("lungs-toggle").addEventListener("change", syncLungs);
   $("another").addEventListener("click", () => {
     clearError();
     showDropzone();

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumoscan.data.preprocess import PREPROCESS_VERSION, prepare
+from pneumoscan.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, prepare
 from pneumoscan.errors import DataError, ImageReadError
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,22 @@ def default_cache_dir() -> Path:
     return Path(base) / "pneumoscan"
 
 
-def cache_key(paths: Sequence[str], image_size: int) -> str:
-    """Hash of (path, size, mtime) of every file plus the preprocessing: changes when data or preprocessing do."""
+Size = int | PreprocessConfig  # an int means resizing only (no intensity standardisation)
+
+
+def _side(image_size: Size) -> int:
+    return int(image_size.image_size) if isinstance(image_size, PreprocessConfig) else int(image_size)
+
+
+def cache_key(paths: Sequence[str], image_size: Size) -> str:
+    """Hash of (path, size, mtime) of every file plus the preprocessing: changes when data or preprocessing do.
+
+    A :class:`PreprocessConfig` without intensity standardisation hashes like its bare image size, so caches built
+    before that option existed stay valid.
+    """
     h = hashlib.sha256()
-    h.update(json.dumps({"image_size": image_size, "version": PREPROCESS_VERSION}).encode())
+    key = image_size.pixel_key if isinstance(image_size, PreprocessConfig) else {"image_size": int(image_size)}
+    h.update(json.dumps({**key, "version": PREPROCESS_VERSION}).encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -49,7 +61,7 @@ def cache_key(paths: Sequence[str], image_size: int) -> str:
     return h.hexdigest()[:24]
 
 
-def _decode_one(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
+def _decode_one(args: tuple[str, Size]) -> tuple[np.ndarray | None, str | None]:
     from pneumoscan.data.io import read_image
 
     path, size = args
@@ -61,16 +73,17 @@ def _decode_one(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
         return None, f"{path}: {err.strerror or err}"
 
 
-def decode_images(paths: Sequence[str], image_size: int, workers: int = 0) -> np.ndarray:
+def decode_images(paths: Sequence[str], image_size: Size, workers: int = 0) -> np.ndarray:
     """Decode and prepare every image; raise one :class:`DataError` naming the unreadable files.
 
     Args:
         paths: image files.
-        image_size: side of the square output.
+        image_size: side of the square output, or the :class:`PreprocessConfig` to prepare with.
         workers: processes to decode with (0 = number of CPUs, at most 8; 1 = in this process).
     """
     workers = workers or min(8, os.cpu_count() or 1)
-    out = np.empty((len(paths), image_size, image_size), dtype=np.uint8)
+    side = _side(image_size)
+    out = np.empty((len(paths), side, side), dtype=np.uint8)
     errors: list[str] = []
     jobs = [(p, image_size) for p in paths]
     if workers <= 1 or len(paths) < 64:
@@ -98,18 +111,20 @@ def _collect(results: object, out: np.ndarray, errors: list[str]) -> None:
             out[i] = arr
 
 
-def load_or_build(paths: Sequence[str], image_size: int, cache_dir: Path | None = None, workers: int = 0) -> np.ndarray:
+def load_or_build(paths: Sequence[str], image_size: Size, cache_dir: Path | None = None,
+                  workers: int = 0) -> np.ndarray:
     """Return the (N, S, S) uint8 images for ``paths``, from the cache when it is valid, else decoding them.
 
     The cache file is written atomically (temp file + ``os.replace``): an interrupted build leaves no partial cache.
     ``cache_dir=None`` uses :func:`default_cache_dir`; pass a path to keep caches elsewhere.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache_dir / "images" / f"{cache_key(paths, image_size)}-{len(paths)}x{image_size}.npy"
+    side = _side(image_size)
+    target = cache_dir / "images" / f"{cache_key(paths, image_size)}-{len(paths)}x{side}.npy"
     if target.is_file():
         try:
             arr = np.load(target, mmap_mode="r")
-            if arr.shape == (len(paths), image_size, image_size) and arr.dtype == np.uint8:
+            if arr.shape == (len(paths), side, side) and arr.dtype == np.uint8:
                 logger.info("image cache hit: %s", target)
                 return arr
         except (OSError, ValueError) as err:

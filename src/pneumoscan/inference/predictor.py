@@ -148,8 +148,8 @@ class Predictor:
 
     # -- prediction -------------------------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Grey [0, 1] image → uint8 S×S, exactly as in training."""
-        return prepare(image, self.info.preprocess.image_size)
+        """Grey [0, 1] image → uint8 S×S, exactly as in training (resize and any intensity standardisation)."""
+        return prepare(image, self.info.preprocess)
 
     def probabilities_from_prepared(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S) → calibrated probabilities (N,)."""

@@ -76,9 +76,13 @@ def finalize_run(run_dir: Path, data: PreparedData, trainer: Trainer, wall_secon
                     "sources": [s["spec"] for s in data.info["sources"]]}
     save_checkpoint(best, best_path)
     _write_val_predictions(run_dir / "val_predictions.csv", data, logits, probs)
+    best_row = next((r for r in trainer.history if r["epoch"] == int(best["epoch"]) + 1), {})
     summary = {
         "model": cfg.model, "epochs_run": len(trainer.history), "best_epoch": int(best["epoch"]) + 1,
-        "best_val_roc_auc": best["best_metric"], "threshold": ops["threshold"],
+        "best_val_roc_auc": best_row.get("val_roc_auc", best["best_metric"]),
+        "selection": {**best.get("selection", {"rule": "pooled"}), "best_value": best["best_metric"]},
+        "best_val_groups": {k[8:-1]: v for k, v in best_row.items() if k.startswith("val_auc[")},
+        "threshold": ops["threshold"],
         "threshold_rule": ops["threshold_rule"], "temperature": ops["temperature"],
         "operating_points": ops["operating_points"], "wall_seconds": round(wall_seconds, 1),
         "hardware": trainer.hw.description, "calibration_precision": trainer.hw.precision, "checkpoint": str(best_path),
@@ -86,7 +90,7 @@ def finalize_run(run_dir: Path, data: PreparedData, trainer: Trainer, wall_secon
     tmp = run_dir / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     os.replace(tmp, run_dir / "summary.json")
-    logger.info("run complete: best val ROC-AUC %.4f at epoch %d; threshold %.4f (%s)", best["best_metric"],
+    logger.info("run complete: best val %s %.4f at epoch %d; threshold %.4f (%s)", cfg.select_by, best["best_metric"],
                 summary["best_epoch"], ops["threshold"], ops["threshold_rule"])
 
 

@@ -139,13 +139,16 @@ def cap_per_source(records: list[Record], cap: int, seed: int) -> list[Record]:
     Why: for short equal-budget experiments the 4,000 Kermany images would otherwise drown the few hundred adult ones
     and cost most of the CPU time; the adult sources stay whole.
     """
-    rng = np.random.default_rng(seed + 41)
+    import zlib
+
     keep: set[int] = set()
     by_cell: dict[tuple[str, int | None], list[int]] = {}
     for i, r in enumerate(records):
         by_cell.setdefault((r.source, r.label), []).append(i)
-    for source in {s for s, _ in by_cell}:
-        cells = [c for c in by_cell if c[0] == source]
+    for source in sorted({s for s, _ in by_cell}):
+        # one generator per source, seeded by its name: a source's subset does not depend on the other sources
+        rng = np.random.default_rng([seed + 41, zlib.crc32(source.encode())])
+        cells = sorted((c for c in by_cell if c[0] == source), key=lambda c: -1 if c[1] is None else c[1])
         total = sum(len(by_cell[c]) for c in cells)
         for c in cells:
             idx = by_cell[c]

@@ -56,8 +56,7 @@ def test_calibrate_writes_gate_and_populations_and_keeps_the_rest(tiny: TinyMode
     after = torch.load(target, weights_only=True)  # plain data: the safe loader reads it
     added = {"gate", "populations", "default_population"}
     assert added <= set(after) and set(after) - added == set(before) - added
-    assert added <= set(before)  # training fits the gate itself at the end of a run
-    assert (tiny.checkpoint.parent / "gate_report.json").is_file()
+    assert not added & set(before)  # 3 validation images: too few for training to fit a gate by itself
     for key in ("threshold", "temperature", "threshold_rule", "operating_points", "preprocess"):
         assert after[key] == before[key]
     for name, tensor in before["state_dict"].items():
@@ -187,3 +186,21 @@ def test_old_checkpoint_without_gate_still_gets_image_checks(tiny: TinyModel, im
     assert xray.status == "ok" and xray.label is not None and xray.gate["distribution_score"] is None
     (err,) = pred.predict_sources([b"garbage"])
     assert err.status == "error" and err.error and err.probability is None
+
+
+def test_training_fits_the_gate_when_validation_is_large_enough(tmp_path: Path) -> None:
+    """With >= 50 validation images, `pneumoscan train` ends with a fitted gate and a gate_report.json."""
+    import torch
+
+    from tests.fixtures import make_dataset_folder
+
+    data = make_dataset_folder(tmp_path / "data", {"train": 180, "test": 2}, size=32, seed=3)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--model", "cnn", "--image-size", "32", "--epochs", "1",
+                 "--batch-size", "32", "--workers", "1", "--output", str(run), "--cache-dir",
+                 str(tmp_path / "cache")]) == 0
+    state = torch.load(run / "best.pt", weights_only=True)
+    assert state["data"]["val_images"] >= 50
+    assert state["gate"]["threshold"] > 0 and state["default_population"] in state["populations"]
+    report = json.loads((run / "gate_report.json").read_text())
+    assert report["probes_caught"]["black"]["caught_rate"] == 1.0

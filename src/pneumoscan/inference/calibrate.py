@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_TRAIN = 3000
 #: Validation X-rays transformed into each probe kind (inverted, rotated, ...).
 PROBE_XRAYS = 150
+#: Training fits the gate by itself only with at least this many validation images (a quantile of fewer is noise).
+MIN_AUTO_VAL = 50
 
 
 def recompute_splits(state: dict[str, Any], *, data: Sequence[str] | None = None, seed: int | None = None,

@@ -96,8 +96,13 @@ def _fit_gate(best_path: Path, run_dir: Path) -> None:
     for older runs). Cheap next to training: one forward pass over a sample of the training images and over the
     validation images. A failure leaves the checkpoint as it was, with a warning."""
     from pneumoscan.errors import PneumoError
-    from pneumoscan.inference.calibrate import calibrate_checkpoint
+    from pneumoscan.inference.calibrate import MIN_AUTO_VAL, calibrate_checkpoint
 
+    n_val = int(load_checkpoint(best_path).get("data", {}).get("val_images", 0))
+    if n_val < MIN_AUTO_VAL:
+        logger.info("competence gate not fitted: %d validation images, fewer than the %d its threshold needs "
+                    "(image checks still apply; `pneumoscan calibrate` fits one anyway)", n_val, MIN_AUTO_VAL)
+        return
     try:
         report = calibrate_checkpoint(best_path, best_path, splits_csv=run_dir / "splits.csv")
     except (PneumoError, ValueError, OSError) as err:

@@ -34,7 +34,8 @@ from PIL import Image
 
 from pneumoscan.data.io import read_image
 from pneumoscan.errors import ConfigError, DicomError, ImageReadError, ImageTooLargeError
-from pneumoscan.inference.predictor import Predictor
+from pneumoscan.inference.gate import GateDecision, colourfulness
+from pneumoscan.inference.predictor import Prediction, Predictor
 from pneumoscan.serving.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Decoded:
     prepared: np.ndarray | None = None  # uint8 (S, S)
     preview_png: bytes | None = None
     error: ImageReadError | None = None
+    chroma: float | None = None  # colourfulness of the file, for the competence gate
 
 
 @dataclass
@@ -84,12 +86,13 @@ class FileResult:
     label: str | None = None
     error: ImageReadError | None = None
     images: dict[str, str] = field(default_factory=dict)  # ResultOut field name -> base64 PNG
+    prediction: Prediction | None = None  # status, reason, population, threshold, gate scores
 
 
 @dataclass(eq=False)  # identity comparison: `job in queue` must not compare arrays
 class _Job:
     images: np.ndarray  # uint8 (n, S, S)
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Any]  # (probabilities (n,), features (n, D) or None)
 
 
 class InferenceService:
@@ -121,7 +124,8 @@ class InferenceService:
         except ImageReadError as err:
             return Decoded(upload.name, error=err)
         prepared = self.predictor.prepare(image)
-        return Decoded(upload.name, prepared, _preview_png(image) if preview else None)
+        return Decoded(upload.name, prepared, _preview_png(image) if preview else None,
+                       chroma=colourfulness(upload.data))
 
     async def decode(self, uploads: list[Upload], *, preview: bool = False) -> list[Decoded]:
         """Decode and preprocess every upload in worker threads (at most ``decode_concurrency`` at once)."""
@@ -138,6 +142,11 @@ class InferenceService:
     # -- scoring ---------------------------------------------------------------------------------------------
     async def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for uint8 (n, S, S) images, batched with whatever else is waiting."""
+        probs, _ = await self.scores(images)
+        return probs
+
+    async def scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and penultimate features (for the gate) for uint8 (n, S, S) images, batched."""
         job = _Job(images, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         try:
@@ -156,15 +165,17 @@ class InferenceService:
         # Shielded: a cancelled request must not leave the other requests of its batch without an answer.
         with anyio.CancelScope(shield=True):
             try:
-                probs = await anyio.to_thread.run_sync(self._run_batch, np.concatenate([j.images for j in batch]))
+                scored = await anyio.to_thread.run_sync(self._run_batch, np.concatenate([j.images for j in batch]))
             except Exception as err:
                 for j in batch:
                     j.future.set_exception(err)
                 return
+        probs, feats = scored
         start = 0
         for j in batch:
-            j.future.set_result(probs[start:start + len(j.images)])
-            start += len(j.images)
+            stop = start + len(j.images)
+            j.future.set_result((probs[start:stop], None if feats is None else feats[start:stop]))
+            start = stop
 
     def _take_batch(self) -> list[_Job]:
         """Waiting jobs in arrival order, up to ``batch_size`` images (always at least one job)."""
@@ -178,12 +189,13 @@ class InferenceService:
             total += len(nxt.images)
         return batch
 
-    def _run_batch(self, images: np.ndarray) -> np.ndarray:
-        out = [self.predictor.probabilities_from_prepared(images[i:i + self.settings.batch_size])
+    def _run_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = [self.predictor.scores_from_prepared(images[i:i + self.settings.batch_size])
                for i in range(0, len(images), self.settings.batch_size)]
         self.batches_run += 1
         self.images_scored += len(images)
-        return np.concatenate(out)
+        feats = None if any(f is None for _, f in out) else np.concatenate([f for _, f in out])
+        return np.concatenate([p for p, _ in out]), feats
 
     async def explain(self, prepared: np.ndarray) -> dict[str, str]:
         """Grad-CAM for one uint8 (S, S) image: base64 PNGs for ``heatmap_png_base64`` and ``overlay_png_base64``."""
@@ -199,27 +211,43 @@ class InferenceService:
         return {"heatmap_png_base64": _b64(heatmap_png(cam)), "overlay_png_base64": _b64(overlay_png(prepared, cam))}
 
     # -- everything ------------------------------------------------------------------------------------------
-    async def predict(self, uploads: list[Upload], *, heatmap: bool = False, preview: bool = False) -> list[FileResult]:
-        """Score every upload; a file that cannot be used gets ``error`` set and does not affect the others."""
+    async def predict(self, uploads: list[Upload], *, heatmap: bool = False, preview: bool = False,
+                      population: str | None = None) -> list[FileResult]:
+        """Score and gate every upload; a file that cannot be used gets ``error`` set and does not affect the others.
+
+        ``population`` chooses the operating point for this request (None: the server's).
+        """
         if heatmap and not self.heatmaps_available:
             raise ConfigError(HEATMAPS_NEED_TORCH)
+        self.predictor.threshold_for(population)  # an unknown population is a ConfigError (400) before any work
         decoded = await self.decode(uploads, preview=preview)
         good = [d for d in decoded if d.prepared is not None]
-        probs = await self.probabilities(np.stack([d.prepared for d in good])) if good else np.zeros(0)
-        by_name = iter(probs)
+        decisions: list[GateDecision] = []
+        probs = np.zeros(0)
+        if good:
+            batch = np.stack([d.prepared for d in good])
+            probs, feats = await self.scores(batch)
+            decisions = await anyio.to_thread.run_sync(self._assess, batch, feats, [d.chroma for d in good])
+        by_name = iter(zip(probs, decisions, strict=True))
         results: list[FileResult] = []
         for d in decoded:
             if d.prepared is None:
                 results.append(FileResult(d.name, error=d.error))
                 continue
-            p = float(next(by_name))
-            result = FileResult(d.name, probability=p, label=self.predictor.label_for(p))
+            p, decision = next(by_name)
+            pred = self.predictor.result(d.name, float(p), decision, population=population)
+            result = FileResult(d.name, probability=float(p), label=pred.label, prediction=pred)
             if d.preview_png is not None:
                 result.images["preview_png_base64"] = _b64(d.preview_png)
             if heatmap:
                 result.images.update(await self.explain(d.prepared))
             results.append(result)
         return results
+
+    def _assess(self, batch: np.ndarray, feats: np.ndarray | None, chroma: list[float | None]) -> list[GateDecision]:
+        hook = self.predictor.lung_fraction
+        lungs = [hook(im) for im in batch] if hook is not None else None
+        return self.predictor.gate.assess(batch, feats, chroma=chroma, lung_fractions=lungs)
 
     def model_dict(self) -> dict[str, Any]:
         """The fields of ``ModelOut``."""
@@ -230,13 +258,16 @@ class InferenceService:
             "threshold": info.threshold, "threshold_rule": info.threshold_rule, "temperature": info.temperature,
             "class_names": list(info.class_names), "operating_points": dict(info.operating_points),
             "metrics": dict(info.metrics), "heatmaps": self.heatmaps_available,
+            "populations": {k: dict(v) for k, v in info.populations.items()},
+            "default_population": info.default_population, "population": self.predictor.population,
+            "gate": self.predictor.gate.describe(),
         }
 
 
 def load_predictor(settings: ServeSettings) -> Predictor:
     """Load the model the settings name (onnx backend: no PyTorch import)."""
     predictor = Predictor.load(settings.checkpoint, backend=settings.backend, device=settings.device,
-                               precision=settings.precision)
+                               precision=settings.precision, population=settings.population)
     if settings.backend == "onnx" and predictor.info.backend != "onnx":  # pragma: no cover - Predictor.load's job
         raise ConfigError("--backend onnx needs an .onnx file")
     return predictor

@@ -11,6 +11,11 @@ Groups: ``kermany`` (accuracy, sensitivity, specificity, ROC-AUC), ``rsna_adult`
 PA + the lung_masks normals: ROC-AUC), and ``worst_group`` = min ROC-AUC over {kermany, view PA, view AP}, the
 training option ``--select-by worst_group`` on the same split.
 
+Thresholds: with ``--thresholds population`` (the default) each group is counted at the threshold of its population
+when the checkpoint has one of its own (``pediatric`` for Kermany, ``adult_pa`` for PA adults, ``adult_ap`` for AP;
+fitted on validation by ``pneumoscan calibrate``), else at the model's pooled threshold; ``--thresholds pooled``
+uses the pooled one everywhere. ROC-AUC does not depend on it.
+
 Images are decoded once into the training cache (``pneumoscan.data.cache``) with each checkpoint's preprocessing.
 
 Example::
@@ -72,8 +77,22 @@ def group_metrics(y: np.ndarray, p: np.ndarray, patients: list[str], threshold: 
     return out
 
 
+GROUP_POPULATION = {"kermany": "pediatric", "rsna_adult PA": "adult_pa", "rsna_adult AP": "adult_ap",
+                    "montgomery": "adult_pa", "shenzhen": "adult_pa",
+                    "adult PA (rsna_adult PA + lung_masks normals)": "adult_pa", "view AP": "adult_ap"}
+
+
+def group_threshold(info: Any, group: str, mode: str) -> tuple[float, str]:
+    """The threshold a group is counted at and the population it comes from (see the module docstring)."""
+    populations = getattr(info, "populations", None) or {}
+    name = GROUP_POPULATION.get(group)
+    if mode == "population" and name in populations and populations[name].get("threshold") is not None:
+        return float(populations[name]["threshold"]), name
+    return float(info.threshold), "all"
+
+
 def evaluate(checkpoint: Path, rows: list[dict[str, str]], cache_dir: Path | None,
-             n_resamples: int) -> dict[str, Any]:
+             n_resamples: int, thresholds: str = "population") -> dict[str, Any]:
     probs, predictor = probabilities(checkpoint, rows, cache_dir)
     threshold = float(predictor.info.threshold)
     y = np.array([int(r["label"]) for r in rows])
@@ -90,8 +109,9 @@ def evaluate(checkpoint: Path, rows: list[dict[str, str]], cache_dir: Path | Non
     groups = {}
     for name, m in masks.items():
         if m.any():
-            groups[name] = group_metrics(y[m], probs[m], [patients[i] for i in np.flatnonzero(m)], threshold,
-                                         n_resamples)
+            t, population = group_threshold(predictor.info, name, thresholds)
+            groups[name] = group_metrics(y[m], probs[m], [patients[i] for i in np.flatnonzero(m)], t, n_resamples)
+            groups[name].update(threshold=round(t, 6), population=population)
     worst_of = ["kermany", "adult PA (rsna_adult PA + lung_masks normals)", "view AP"]
     aucs = [groups[g]["roc_auc"]["value"] for g in worst_of if g in groups and "roc_auc" in groups[g]]
     return {"checkpoint": str(checkpoint), "threshold": threshold, "threshold_rule": predictor.info.threshold_rule,
@@ -112,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test", choices=("val", "test"))
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (patients)")
     ap.add_argument("--cache-dir", type=Path)
+    ap.add_argument("--thresholds", choices=("population", "pooled"), default="population",
+                    help="count each group at its population's validation threshold (default) or the pooled one")
     ap.add_argument("--output", type=Path, help="write all results as JSON here")
     args = ap.parse_args(argv)
     rows = read_split(args.splits, args.split)
-    results = [evaluate(c, rows, args.cache_dir, args.bootstrap) for c in args.checkpoint]
+    results = [evaluate(c, rows, args.cache_dir, args.bootstrap, args.thresholds) for c in args.checkpoint]
     print(f"{args.split} split of {args.splits} ({len(rows)} images); 95% patient-bootstrap intervals")
     print("| checkpoint | worst group AUC | Kermany acc | Kermany AUC | rsna PA AUC | rsna AP AUC | "
           "montgomery spec | shenzhen spec |")

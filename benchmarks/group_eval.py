@@ -7,9 +7,9 @@ one reference run: its per-source, patient-grouped val / test), so that ablation
 each checkpoint's own (fixed on its validation split); test is only reported.
 
 Groups: ``kermany`` (accuracy, sensitivity, specificity, ROC-AUC), ``rsna_adult`` pooled / ``PA`` / ``AP``
-(ROC-AUC, sensitivity, specificity), ``montgomery`` and ``shenzhen`` (normals only: specificity), ``adult PA`` (rsna_adult
-PA + the lung_masks normals: ROC-AUC), and ``worst_group`` = min ROC-AUC over {kermany, view PA, view AP}, the
-training option ``--select-by worst_group`` on the same split.
+(ROC-AUC, sensitivity, specificity), ``montgomery`` and ``shenzhen`` (normals only: specificity), ``adult PA``
+(rsna_adult PA + the lung_masks normals: ROC-AUC), and ``worst_group`` = min ROC-AUC over {kermany, view PA,
+view AP}, the training option ``--select-by worst_group`` on the same split.
 
 Thresholds: with ``--thresholds population`` (the default) each group is counted at the threshold of its population
 when the checkpoint has one of its own (``pediatric`` for Kermany, ``adult_pa`` for PA adults, ``adult_ap`` for AP;
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         g = r["groups"]
-        print(f"| {r['checkpoint']} | {r['worst_group_roc_auc'] or float('nan'):.3f} | {fmt(g.get('kermany'), 'accuracy')} "
+        worst = r["worst_group_roc_auc"] if r["worst_group_roc_auc"] is not None else float("nan")
+        print(f"| {r['checkpoint']} | {worst:.3f} | {fmt(g.get('kermany'), 'accuracy')} "
               f"| {fmt(g.get('kermany'), 'roc_auc')} | {fmt(g.get('rsna_adult PA'), 'roc_auc')} "
               f"| {fmt(g.get('rsna_adult AP'), 'roc_auc')} | {fmt(g.get('montgomery'), 'specificity')} "
               f"| {fmt(g.get('shenzhen'), 'specificity')} |")

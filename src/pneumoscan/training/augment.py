@@ -3,9 +3,10 @@
 All geometric augmentations (rotation, zoom / random resized crop, translation, horizontal flip) are composed into
 one affine matrix per image and applied with a single ``grid_sample`` over the batch; brightness and contrast are
 per-image affine intensity changes. The acquisition augmentations (gamma, blur, noise, JPEG quality, resolution loss,
-burned-in text; :class:`~pneumoscan.training.config.AugmentConfig`) imitate other scanners and sites and follow. Doing it per batch in the training process is several times cheaper on a 2-core
-CPU than per-image PIL transforms in DataLoader workers, and the generator's state goes into the checkpoint, so a
-resumed run draws exactly the augmentations an uninterrupted one would.
+burned-in text; :class:`~pneumoscan.training.config.AugmentConfig`) imitate other scanners and sites and follow.
+Doing it per batch in the training process is several times cheaper on a 2-core CPU than per-image PIL transforms in
+DataLoader workers, and the generator's state goes into the checkpoint, so a resumed run draws exactly the
+augmentations an uninterrupted one would.
 """
 
 from __future__ import annotations

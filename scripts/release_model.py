@@ -26,7 +26,8 @@ from pneumoscan.training.checkpoint import file_digest, load_checkpoint, save_ch
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "pneumoscan" / "weights"
 KEEP = ("format_version", "model", "state_dict", "epoch", "best_metric", "config", "class_names", "preprocess",
-        "threshold", "threshold_rule", "operating_points", "temperature", "history", "version", "created", "data")
+        "threshold", "threshold_rule", "operating_points", "temperature", "history", "version", "created", "data",
+        "selection", "calibration_precision", "gate", "populations", "default_population")
 HEADLINE = ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc", "pr_auc")
 
 
@@ -42,12 +43,40 @@ def data_hashes(run: Path) -> dict[str, str]:
     return out
 
 
+def heldout_figures(run: Path, group_eval: dict) -> dict:
+    """The carved test patients of rsna_adult and lung_masks with the figures the model card states for them, so that
+    tests can recompute them with ``pneumoscan predict`` (tests/inference/test_shipped_model.py)."""
+    rows = [r for r in csv.DictReader((run / "splits.csv").open()) if r["split"] == "test"]
+    groups = group_eval["results"][0]["groups"]
+    rsna = [r for r in rows if r["source"] == "rsna_adult"]
+    lung = [r for r in rows if r["source"] in ("montgomery", "shenzhen")]
+    out: dict = {"rsna_adult": {"n": len(rsna), "patient_ids": sorted(r["patient_id"] for r in rsna),
+                                "within_view": {}}}
+    for view in ("PA", "AP"):
+        g = groups.get(f"rsna_adult {view}")
+        if g and "roc_auc" in g:
+            out["rsna_adult"]["within_view"][view] = {"n": g["n"], "roc_auc": g["roc_auc"]["value"],
+                                                      "low": g["roc_auc"]["low"], "high": g["roc_auc"]["high"]}
+    if lung:
+        normal = [groups[k] for k in ("montgomery", "shenzhen") if k in groups]
+        n = sum(g["n"] for g in normal)
+        spec = sum(g["specificity"]["value"] * g["n"] for g in normal) / n if n else None
+        out["lung_masks"] = {"n": len(lung), "patient_ids": sorted(r["patient_id"] for r in lung),
+                             "specificity": spec,
+                             "per_source": {k: groups[k]["specificity"] for k in ("montgomery", "shenzhen")
+                                            if k in groups}}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="training run folder (with best.pt, splits.csv)")
     p.add_argument("--test-eval", type=Path, required=True, help="evaluate output folder on the official test split")
     p.add_argument("--command", required=True, help="the exact training command, recorded for reproduction")
     p.add_argument("--no-onnx", action="store_true", help="do not ship an ONNX export beside the checkpoint")
+    p.add_argument("--group-eval", type=Path,
+                   help="benchmarks/group_eval.py --output JSON of this checkpoint on the run's test split: its "
+                        "rsna_adult within-view and lung_masks figures and held-out patient ids go into model.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
@@ -81,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         "test_metrics": card,
         "torch": torch.__version__,
     }
+    if "selection" in state:
+        info["selection"] = state["selection"]
+    if args.group_eval:
+        info["heldout_test"] = heldout_figures(args.run, json.loads(args.group_eval.read_text()))
     if not args.no_onnx:
         # exported from the shipped file itself, so both backends report the same model version and metrics
         from pneumoscan.export.onnx import export_onnx

@@ -18,7 +18,7 @@ from pneumoscan.errors import ConfigError
 def test_every_registered_source_has_a_policy() -> None:
     sources = available_sources()
     assert set(sources) == {"kermany", "nih", "rsna", "mimic", "chexpert", "openi", "montgomery", "shenzhen", "jsrt",
-                            "pneumoniamnist"}
+                            "pneumoniamnist", "lungmasks", "rsna_adult"}
     assert set(sources) <= set(known_policies())
     for name in sources:
         policy = policy_for(name)

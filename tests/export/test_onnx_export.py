@@ -58,7 +58,7 @@ def test_file_is_single_valid_model_with_metadata(tiny: TinyModel, torch_predict
     dims = inp.type.tensor_type.shape.dim
     assert dims[0].dim_param and not dims[0].dim_value, "batch axis must be dynamic"
     assert [d.dim_value for d in dims[1:]] == [1, IMAGE_SIZE, IMAGE_SIZE]
-    assert [o.name for o in model.graph.output] == ["logit", "probability"]
+    assert [o.name for o in model.graph.output] == ["logit", "probability", "features"]
 
 
 def test_onnx_predictor_reports_the_same_model(torch_predictor: Predictor, onnx_predictor: Predictor) -> None:

@@ -21,7 +21,8 @@ from pneumoscan.serving.service import InferenceService
 from pneumoscan.serving.settings import ServeSettings, is_loopback
 from tests.serving.support import IMAGE_SIZE, TinyModel, dicom_bytes, gif_bytes, jpeg_bytes, png_bytes
 
-RESULT_KEYS = {"filename", "probability", "label", "threshold", "model", "version"}
+RESULT_KEYS = {"filename", "status", "probability", "label", "threshold", "population", "reason", "gate", "model",
+               "version"}
 
 
 def _files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:

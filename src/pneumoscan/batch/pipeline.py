@@ -94,24 +94,32 @@ class BatchSummary:
 
 
 # -- the two stages (module level: Ray pickles them by reference) -------------------------------------------------
-def decode_batch(batch: dict[str, np.ndarray], image_size: int, max_pixels: int | None) -> dict[str, np.ndarray]:
-    """Ray task: paths -> prepared uint8 (n, S, S) images; a file that cannot be used gets its error text instead.
+def decode_batch(batch: dict[str, np.ndarray], preprocess: dict[str, Any],
+                 max_pixels: int | None) -> dict[str, np.ndarray]:
+    """Ray task: paths -> prepared uint8 (n, S, S) images (the model's own preprocessing, intensity standardisation
+    included) and each file's colourfulness for the competence gate; a file that cannot be used gets its error text.
 
     Never raises for a bad file: any exception while reading one file becomes that row's error, so one corrupt
     image in a million cannot fail the job.
     """
     from pneumoscan.data.io import read_image
-    from pneumoscan.data.preprocess import prepare
+    from pneumoscan.data.preprocess import PreprocessConfig, prepare
     from pneumoscan.errors import ImageReadError
+    from pneumoscan.inference.gate import colourfulness
 
     start = time.perf_counter()
+    config = PreprocessConfig.from_dict(preprocess)
+    side = int(config.image_size)
     paths = [str(p) for p in batch["path"]]
-    images = np.zeros((len(paths), image_size, image_size), dtype=np.uint8)
+    images = np.zeros((len(paths), side, side), dtype=np.uint8)
+    chroma = np.full(len(paths), np.nan)
     errors = []
     limit = {} if max_pixels is None else {"max_pixels": max_pixels}
     for i, path in enumerate(paths):
         try:
-            images[i] = prepare(read_image(path, **limit), image_size)
+            images[i] = prepare(read_image(path, **limit), config)
+            value = colourfulness(path)
+            chroma[i] = np.nan if value is None else value
             errors.append("")
         except ImageReadError as err:
             errors.append(str(err))
@@ -119,7 +127,7 @@ def decode_batch(batch: dict[str, np.ndarray], image_size: int, max_pixels: int 
             errors.append(f"{path}: cannot decode ({type(err).__name__}: {err})"[:500])
     per_row = (time.perf_counter() - start) / max(1, len(paths))
     return {"path": np.array(paths, dtype=object), "image": images, "error": np.array(errors, dtype=object),
-            "decode_s": np.full(len(paths), per_row)}
+            "chroma": chroma, "decode_s": np.full(len(paths), per_row)}
 
 
 class Scorer:
@@ -150,7 +158,8 @@ class Scorer:
         start = time.perf_counter()
         paths = [str(p) for p in batch["path"]]
         errors = [str(e) for e in batch["error"]]
-        predictions = score_prepared(self.predictor, paths, batch["image"], errors)
+        predictions = score_prepared(self.predictor, paths, batch["image"], errors,
+                                     [None if np.isnan(c) else float(c) for c in batch["chroma"]])
         per_row = (time.perf_counter() - start) / max(1, len(paths))
         info = self.predictor.info
 
@@ -177,22 +186,27 @@ class Scorer:
         }
 
 
-def score_prepared(predictor: Any, paths: list[str], images: np.ndarray, errors: list[str]) -> list[Any]:
+def score_prepared(predictor: Any, paths: list[str], images: np.ndarray, errors: list[str],
+                   chroma: list[float | None] | None = None) -> list[Any]:
     """:class:`Prediction` per row: scored through the Predictor's own batch path, or an error row.
 
-    The readable rows go through ``Predictor._flush``, the very call ``predict_sources`` makes for a batch of
-    prepared images, so a batch row gets exactly what ``pneumoscan predict`` gives that file (calibration, label,
-    and whatever the Predictor adds per prediction, such as the competence gate's status and population).
+    The readable rows go through :meth:`Predictor.predict_prepared`, the very call ``predict_sources`` makes for a
+    batch of prepared images, so a batch row gets exactly what ``pneumoscan predict`` gives that file (calibration,
+    label, the competence gate's status and reason, the population).
     """
-    results = [predictor._result(path, None, err or "pending") for path, err in zip(paths, errors, strict=True)]
-    pending = [(i, images[i]) for i, err in enumerate(errors) if not err]
-    if pending:
+    results: list[Any] = [predictor.error_result(path, err) if err else None
+                          for path, err in zip(paths, errors, strict=True)]
+    ok = [i for i, err in enumerate(errors) if not err]
+    if ok:
         try:
-            predictor._flush(pending, results)
+            scored = predictor.predict_prepared(np.stack([images[i] for i in ok]), [paths[i] for i in ok],
+                                                chroma=None if chroma is None else [chroma[i] for i in ok])
+            for i, pred in zip(ok, scored, strict=True):
+                results[i] = pred
         except Exception as err:  # the model failing on a batch: its rows become errors, the job goes on
-            logger.exception("scoring a batch of %d images failed", len(pending))
-            for i, _ in pending:
-                results[i] = predictor._result(paths[i], None, f"{paths[i]}: scoring failed ({type(err).__name__})")
+            logger.exception("scoring a batch of %d images failed", len(ok))
+            for i in ok:
+                results[i] = predictor.error_result(paths[i], f"{paths[i]}: scoring failed ({type(err).__name__})")
     return results
 
 
@@ -266,6 +280,10 @@ def run_batch(inputs: Inputs, output: str | Path, *, checkpoint: str | Path | No
     # The driver loads the model too, once: for the archive's metadata and to fail fast on a bad checkpoint before
     # any cluster resource is taken.
     info = Predictor.load(checkpoint, backend=backend, device="cpu", precision=precision).info
+    if info.preprocess.lung_crop:
+        # The decode tasks prepare images without a lung model; a lung-crop model would get uncropped inputs.
+        raise ConfigError(f"{checkpoint}: pneumoscan batch does not support lung-crop models yet; "
+                          "use pneumoscan predict for this model")
     meta = model_metadata(info)
     sink = ShardSink(output, {"model": info.name, "model_version": info.version, "backend": backend,
                               "input": inputs.source}, arrow_schema(inputs.extra_columns, meta))
@@ -297,7 +315,7 @@ def _run(sink: ShardSink, inputs: Inputs, info: Any, output: str | Path, checkpo
         summary.actors, summary.threads = plan.actors, plan.threads
         logger.info("ray: %s CPUs, %s GPUs; %d %s actors x %d threads", resources.get("CPU"), resources.get("GPU", 0),
                     plan.actors, backend, plan.threads)
-        ds = _dataset(ray, pending, info.preprocess.image_size, max_pixels, plan, checkpoint, backend, precision,
+        ds = _dataset(ray, pending, info.preprocess.to_dict(), max_pixels, plan, checkpoint, backend, precision,
                       device, batch_size)
         summary.startup_seconds = time.perf_counter() - t0
         _consume(ds, sink, by_path, inputs, summary, shard_size, progress)
@@ -322,7 +340,7 @@ def _init_ray(address: str | None, num_cpus: int | None) -> tuple[Any, bool]:
     return ray, True
 
 
-def _dataset(ray: Any, pending: list[Item], image_size: int, max_pixels: int | None, plan: Plan,
+def _dataset(ray: Any, pending: list[Item], preprocess: dict[str, Any], max_pixels: int | None, plan: Plan,
              checkpoint: str | Path | None, backend: str, precision: str, device: str, batch_size: int) -> Any:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours shows images/s and ETA of the whole archive, resume included
@@ -331,7 +349,7 @@ def _dataset(ray: Any, pending: list[Item], image_size: int, max_pixels: int | N
     # Small blocks keep shards flowing early and bound a kill's loss; the input is only paths.
     n_blocks = max(1, min(len(pending) // max(1, batch_size), 4 * plan.actors + 64))
     ds = ray.data.from_items([{"path": it.path} for it in pending], override_num_blocks=n_blocks)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"image_size": image_size, "max_pixels": max_pixels},
+    ds = ds.map_batches(decode_batch, fn_kwargs={"preprocess": preprocess, "max_pixels": max_pixels},
                         batch_size=16, batch_format="numpy", num_cpus=plan.decode_cpus)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if plan.device == "cuda" else None
     return ds.map_batches(

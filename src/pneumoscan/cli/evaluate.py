@@ -29,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="torch autocast; auto: the precision the model's threshold was fitted in, when this hardware "
                         "runs it natively (else fp32)")
+    p.add_argument("--population", help="count labels at this population's threshold (default: the model's default "
+                                        "population)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
     p.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images in the error gallery")
     p.add_argument("--skip-unreadable", action="store_true",
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate_model(checkpoint=args.checkpoint, data=args.data, split=args.split, output=args.output,
                                  backend=args.backend, batch_size=args.batch_size, n_bootstrap=args.bootstrap,
                                  heatmaps=not args.no_heatmaps, skip_unreadable=args.skip_unreadable, seed=args.seed,
-                                 data_options=options, precision=args.precision, group_by=args.group_by)
+                                 data_options=options, precision=args.precision, group_by=args.group_by,
+                                 population=args.population)
     ci = (metrics.get("confidence_intervals") or {}).get("metrics", {})
 
     def fmt(key: str) -> str:
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         band = f" [{c['low']:.3f}, {c['high']:.3f}]" if c.get("low") is not None else ""
         return f"{v:.3f}{band}"
 
-    print(f"{metrics['n']} images, threshold {metrics['threshold']:.4f}")
+    print(f"{metrics['n']} images, threshold {metrics['threshold']:.4f}"
+          + (f" (population {args.population})" if args.population else ""))
     for key in ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc", "pr_auc"):
         print(f"  {key:<12} {fmt(key)}")
     for line in format_group_text(metrics.get("groups")):

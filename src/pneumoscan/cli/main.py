@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "pretrain": "pretrain",
     "evaluate": "evaluate",
+    "calibrate": "calibrate",
     "predict": "predict",
     "batch": "batch",
     "models": "models",

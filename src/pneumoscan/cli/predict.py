@@ -1,4 +1,10 @@
-"""``pneumoscan predict``: probabilities and labels for image files, folders and globs (JPEG, PNG, DICOM)."""
+"""``pneumoscan predict``: probabilities and labels for image files, folders and globs (JPEG, PNG, DICOM).
+
+Every result carries a ``status``: ``ok`` (labelled), ``out_of_scope`` (the competence gate refused the image: it is
+not a frontal chest X-ray like the model's training images; ``reason`` says why, ``label`` is empty and the
+probability is shown for information only, in brackets in the table) or ``error`` (unreadable). The population
+whose threshold was applied is named in every row (``--population`` to choose another).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ from typing import Any
 from pneumoscan.errors import DataError
 
 logger = logging.getLogger(__name__)
-FIELDS = ("path", "probability", "label", "threshold", "model", "version", "error")
+FIELDS = ("path", "status", "probability", "label", "threshold", "population", "model", "version", "reason",
+          "distribution_score", "error")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, help="write the results to this file instead of stdout")
     p.add_argument("--explain", type=Path, metavar="DIR", help="write a Grad-CAM overlay PNG per image into DIR")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--population", help="operating point to label at (default: the model's default population; "
+                                        "`pneumoscan models --checkpoint` or GET /v1/model list them)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="torch autocast; auto: the precision the model's threshold was fitted in, when this hardware "
                         "runs it natively (else fp32). bf16 is faster on CPUs with bf16 units but shifts probabilities")
@@ -65,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise DataError("no input files")
     backend = resolve_backend(args.backend, args.checkpoint, heatmaps=bool(args.explain), precision=args.precision)
-    predictor = Predictor.load(args.checkpoint, backend=backend, precision=args.precision)
+    predictor = Predictor.load(args.checkpoint, backend=backend, precision=args.precision,
+                               population=args.population)
     with tqdm(total=len(paths), unit="img", desc="predict", disable=len(paths) < 50 or not sys.stderr.isatty(),
               leave=False) as bar:
         results = predictor.predict_sources(paths, batch_size=args.batch_size, progress=bar.update)
@@ -85,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     failed = sum(1 for r in results if r.error)
+    refused = sum(1 for r in results if r.status == "out_of_scope")
+    if refused:
+        print(f"{refused} of {len(results)} images are out of scope for this model (no label given; see 'reason')",
+              file=sys.stderr)
     if failed:
         print(f"{failed} of {len(results)} images could not be read", file=sys.stderr)
     return 1 if failed else 0
@@ -98,8 +112,11 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
         w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
+            gate = r.get("gate") or {}
+            score = gate.get("distribution_score")
             w.writerow({**r, "probability": "" if r["probability"] is None else repr(float(r["probability"])),
-                        "error": r["error"] or ""})
+                        "label": r["label"] or "", "reason": r.get("reason") or "", "error": r["error"] or "",
+                        "distribution_score": "" if score is None else repr(float(score))})
         return buf.getvalue()
     return _table(rows)
 
@@ -109,18 +126,25 @@ def _table(rows: list[dict[str, Any]]) -> str:
         return ""
     head = rows[0]
     width = min(70, max(len(r["path"]) for r in rows))
-    lines = [f"model {head['model']} ({head['version']}), threshold {head['threshold']:.4f}",
+    lines = [f"model {head['model']} ({head['version']}), population {head.get('population') or '-'}, "
+             f"threshold {head['threshold']:.4f}",
              f"{'path':<{width}}  {'P(pneumonia)':>12}  label"]
     for r in rows:
         path = r["path"] if len(r["path"]) <= width else "…" + r["path"][-(width - 1):]
         if r["error"]:
             lines.append(f"{path:<{width}}  {'-':>12}  ERROR: {r['error']}")
+        elif r.get("status") == "out_of_scope":
+            # The probability of an image the model cannot judge is no finding: bracketed, no label.
+            prob = f"({r['probability']:.4f})"
+            lines.append(f"{path:<{width}}  {prob:>12}  OUT OF SCOPE: {r.get('reason')}")
         else:
             lungs = r.get("lungs") or {}
             note = "  (no lungs found: full image used)" if lungs and not lungs.get("lungs_found") else ""
             if r.get("heatmap_lung_fraction") is not None:
                 note += f"  heatmap {r['heatmap_lung_fraction']:.0%} in lungs"
             lines.append(f"{path:<{width}}  {r['probability']:>12.4f}  {r['label']}{note}")
+    if any(r.get("status") == "out_of_scope" for r in rows):
+        lines.append("(bracketed probabilities are of images outside the model's scope: not findings)")
     return "\n".join(lines) + "\n"
 
 

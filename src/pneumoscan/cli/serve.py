@@ -17,8 +17,8 @@ from pneumoscan.errors import ConfigError, require
 logger = logging.getLogger(__name__)
 
 # option name -> ServeSettings field; only options given on the command line override the environment.
-_OPTIONS = ("checkpoint", "backend", "device", "precision", "host", "port", "api_key", "max_upload_mb", "max_pixels",
-            "max_files", "batch_size", "max_concurrent_uploads")
+_OPTIONS = ("checkpoint", "backend", "device", "precision", "population", "host", "port", "api_key", "max_upload_mb",
+            "max_pixels", "max_files", "batch_size", "max_concurrent_uploads")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                    help="torch autocast (default auto: the precision the model was calibrated in, when native here; "
                         "else fp32)")
+    p.add_argument("--population", help="operating point to label at (default: the model's default population)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1; anything else exposes the server)")
     p.add_argument("--port", type=int, help="TCP port (default 8000)")
     p.add_argument("--api-key", help="require this X-API-Key on /v1 (prefer the PNEUMOSCAN_API_KEY variable: "

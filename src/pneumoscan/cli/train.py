@@ -12,18 +12,23 @@ from pneumoscan.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+# --aug-acquisition: moderate imitation of other scanners and sites (each part applied to half the images).
+ACQUISITION_PRESET = {"gamma": 0.3, "blur": 1.0, "noise": 0.03, "jpeg": 0.5, "downscale": 0.5, "text": 0.3}
+
 # CLI option -> TrainConfig field, for options that map one to one.
 _FIELDS = ("model", "image_size", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "scheduler",
            "warmup_epochs", "weights", "init_from", "drop_rate", "balance", "label_smoothing", "mean", "std",
            "val_fraction", "test_fraction", "seed", "patience", "threshold_rule", "target_sensitivity", "precision",
-           "device", "workers", "max_train_images", "precise_bn", "leak_check", "lung_margin", "lung_dim")
-_FLAGS = ("pretrained", "freeze_backbone", "balance_sources", "lung_crop")
-_AUGMENT = ("rotation", "hflip", "zoom", "translate", "brightness", "contrast")
+           "device", "workers", "max_train_images", "precise_bn", "leak_check", "lung_margin", "lung_dim", "select_by",
+           "intensity", "max_train_per_source", "max_val_per_source")
+_FLAGS = ("pretrained", "freeze_backbone", "balance_sources", "lung_crop", "balance_groups")
+_AUGMENT = ("rotation", "hflip", "zoom", "translate", "brightness", "contrast", "gamma", "blur", "noise", "jpeg",
+            "downscale", "text")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``loso``; defaults are None so a --config file can supply values."""
-    from pneumoscan.training.config import BALANCE, OPTIMIZERS, SCHEDULERS, THRESHOLD_RULES
+    from pneumoscan.training.config import BALANCE, INTENSITY, OPTIMIZERS, SCHEDULERS, SELECT_BY, THRESHOLD_RULES
 
     p.add_argument("--data", action="append", metavar="SPEC",
                    help="folder ({train,val,test}/{NORMAL,PNEUMONIA}), manifest CSV or FORMAT:PATH; repeatable")
@@ -49,6 +54,18 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balance", choices=BALANCE, help="class imbalance: weighted loss (default), sampler or none")
     p.add_argument("--balance-sources", action="store_true", default=None,
                    help="sample every --data source equally often")
+    p.add_argument("--balance-groups", action="store_true", default=None,
+                   help="sample so that within every source × view cell NORMAL and PNEUMONIA are equally frequent "
+                        "(no acquisition cue predicts the label in training)")
+    p.add_argument("--select-by", choices=SELECT_BY,
+                   help="early stopping / best checkpoint by the validation ROC-AUC pooled (default), of the worst "
+                        "source, or of the worst acquisition group (view:PA, view:AP, source:<no-view source>)")
+    p.add_argument("--intensity", choices=INTENSITY,
+                   help="per-image intensity standardisation, recorded in the checkpoint and applied by predict, serve "
+                        "and ONNX: none (default), equalize (histogram) or clahe")
+    p.add_argument("--max-train-per-source", type=int, metavar="N",
+                   help="at most N training images of every source (random, same label mix; short experiments)")
+    p.add_argument("--max-val-per-source", type=int, metavar="N", help="at most N validation images of every source")
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--mean", type=float, help="input normalisation mean (default: by pretrained or not)")
     p.add_argument("--std", type=float)
@@ -61,6 +78,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="with --lung-crop: darken what lies outside the lungs (0 = off, the default; 1 = black)")
     for name in _AUGMENT:
         p.add_argument(f"--aug-{name}", type=float, dest=f"aug_{name}", help=f"augmentation {name} (0 = off)")
+    p.add_argument("--aug-acquisition", action="store_true",
+                   help="scanner/site imitation preset: gamma 0.3, blur 1.0, noise 0.03, jpeg 0.5, downscale 0.5, "
+                        "text 0.3 (single --aug-* options override it)")
     p.add_argument("--no-augment", action="store_true", help="switch all augmentation off")
     p.add_argument("--val-fraction", type=float, help="share of train patients held out for validation (0.15)")
     p.add_argument("--test-fraction", type=float, help="share carved as test when the data has no test split")
@@ -92,6 +112,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if values.get(name) is not None and not isinstance(values[name], dict):
             return TrainConfig.from_dict(values)
     aug = dict(values.get("augment") or {})
+    if getattr(args, "aug_acquisition", False):
+        aug.update(ACQUISITION_PRESET)
     for name in _AUGMENT:
         v = getattr(args, f"aug_{name}", None)
         if v is not None:

@@ -42,14 +42,23 @@ def default_cache_dir() -> Path:
     return Path(base) / "pneumoscan"
 
 
-def cache_key(paths: Sequence[str], image_size: int, lung: dict[str, object] | None = None) -> str:
+Size = int | PreprocessConfig  # an int means resizing only (no intensity standardisation)
+
+
+def _side(image_size: Size) -> int:
+    return int(image_size.image_size) if isinstance(image_size, PreprocessConfig) else int(image_size)
+
+
+def cache_key(paths: Sequence[str], image_size: Size, lung: dict[str, object] | None = None) -> str:
     """Hash of (path, size, mtime) of every file plus the preprocessing: changes when data or preprocessing do.
 
-    ``lung`` (:meth:`PreprocessConfig.lung_key`) enters the hash only when set, so the keys of caches without a
-    lung crop are the ones earlier versions wrote.
+    A :class:`PreprocessConfig` without intensity standardisation hashes like its bare image size, and ``lung``
+    (:meth:`PreprocessConfig.lung_key`) enters the hash only when set, so the keys of caches without either option
+    are the ones earlier versions wrote.
     """
     h = hashlib.sha256()
-    spec: dict[str, object] = {"image_size": image_size, "version": PREPROCESS_VERSION}
+    key = image_size.pixel_key if isinstance(image_size, PreprocessConfig) else {"image_size": int(image_size)}
+    spec: dict[str, object] = {**key, "version": PREPROCESS_VERSION}
     if lung is not None:
         spec["lung"] = lung
     h.update(json.dumps(spec, sort_keys=lung is not None).encode())
@@ -62,8 +71,8 @@ def cache_key(paths: Sequence[str], image_size: int, lung: dict[str, object] | N
     return h.hexdigest()[:24]
 
 
-def _decode_one(args: tuple[str, int, PreprocessConfig | None, LungGeometry | None]) -> tuple[np.ndarray | None,
-                                                                                               str | None]:
+def _decode_one(args: tuple[str, Size, PreprocessConfig | None, LungGeometry | None]) -> tuple[np.ndarray | None,
+                                                                                                str | None]:
     from pneumoscan.data.io import read_image
 
     path, size, config, geometry = args
@@ -77,19 +86,20 @@ def _decode_one(args: tuple[str, int, PreprocessConfig | None, LungGeometry | No
         return None, f"{path}: {err.strerror or err}"
 
 
-def decode_images(paths: Sequence[str], image_size: int, workers: int = 0, preprocess: PreprocessConfig | None = None,
+def decode_images(paths: Sequence[str], image_size: Size, workers: int = 0, preprocess: PreprocessConfig | None = None,
                   geometries: Sequence[LungGeometry] | None = None) -> np.ndarray:
     """Decode and prepare every image; raise one :class:`DataError` naming the unreadable files.
 
     Args:
         paths: image files.
-        image_size: side of the square output.
+        image_size: side of the square output, or the whole :class:`PreprocessConfig` (its intensity option too).
         workers: processes to decode with (0 = number of CPUs, at most 8; 1 = in this process).
         preprocess: with ``geometries``, crop each image to its lungs as this config says.
         geometries: one lung geometry per path (see :func:`lung_geometries`).
     """
     workers = workers or min(8, os.cpu_count() or 1)
-    out = np.empty((len(paths), image_size, image_size), dtype=np.uint8)
+    side = _side(image_size)
+    out = np.empty((len(paths), side, side), dtype=np.uint8)
     errors: list[str] = []
     if geometries is not None and len(geometries) != len(paths):
         raise ValueError("one lung geometry per path expected")
@@ -120,7 +130,7 @@ def _collect(results: object, out: np.ndarray, errors: list[str]) -> None:
             out[i] = arr
 
 
-def load_or_build(paths: Sequence[str], image_size: int, cache_dir: Path | None = None, workers: int = 0,
+def load_or_build(paths: Sequence[str], image_size: Size, cache_dir: Path | None = None, workers: int = 0,
                   preprocess: PreprocessConfig | None = None) -> np.ndarray:
     """Return the (N, S, S) uint8 images for ``paths``, from the cache when it is valid, else decoding them.
 
@@ -129,16 +139,20 @@ def load_or_build(paths: Sequence[str], image_size: int, cache_dir: Path | None 
     that crops to the lungs, the images are cropped (see the module docstring).
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if preprocess is None and isinstance(image_size, PreprocessConfig):
+        preprocess = image_size
+    size: Size = preprocess if preprocess is not None else image_size
+    side = _side(size)
     lung = preprocess.lung_key() if preprocess is not None else None
-    target = cache_dir / "images" / f"{cache_key(paths, image_size, lung)}-{len(paths)}x{image_size}.npy"
-    cached = _load_cached(target, (len(paths), image_size, image_size))
+    target = cache_dir / "images" / f"{cache_key(paths, size, lung)}-{len(paths)}x{side}.npy"
+    cached = _load_cached(target, (len(paths), side, side))
     if cached is not None:
         return cached
     if lung is not None and preprocess is not None:
         geometries = lung_geometries(paths, preprocess.lung_model, cache_dir, workers)
-        arr = decode_images(paths, image_size, workers, preprocess, geometries)
+        arr = decode_images(paths, size, workers, preprocess, geometries)
     else:
-        arr = decode_images(paths, image_size, workers)
+        arr = decode_images(paths, size, workers)
     _save_cache(target, arr)
     return arr
 

@@ -124,6 +124,27 @@ _FACTS: dict[str, _SourceFacts] = {
         notes=("views come from indiana_projections.csv; the XML alone does not say which image is lateral, so "
                "views=frontal needs that file (or pass views=all)",),
     ),
+    "lungmasks": _SourceFacts(
+        title="Lung-mask collection: Montgomery County + Shenzhen PA images (NLM) with manual lung masks",
+        pneumonia="none: no pneumonia labels",
+        normal="manifest finding 'normal' (file names ending _0)",
+        other_findings="finding 'tuberculosis' (left out: neither pneumonia nor normal)",
+        patient_ids="the image stem (one image per patient)",
+        split="none (train/val/test carved by patient)",
+        pneumonia_labels=False,
+        notes=("adult PA normals from two more hospitals: specificity and acquisition diversity only",
+               "Shenzhen masks CC BY-NC-SA 4.0: models trained on them inherit non-commercial, share-alike terms"),
+    ),
+    "rsna_adult": _SourceFacts(
+        title="RSNA Pneumonia Detection Challenge 2018, adult sample (NIH ChestX-ray14 pixels, radiologist labels)",
+        pneumonia="RSNA class 'Lung Opacity'",
+        normal="RSNA class 'Normal'",
+        other_findings="'No Lung Opacity / Not Normal' (not in the sample)",
+        patient_ids="manifest patient_id (one image per patient)",
+        split="none (train/val/test carved by patient, stratified by label and view)",
+        notes=("the view predicts the label (PA mostly normal, AP mostly opacity): report within-view figures",
+               "RSNA/Kaggle terms: non-commercial research and education"),
+    ),
     "montgomery": _SourceFacts(
         title="Montgomery County tuberculosis screening set (NLM)",
         pneumonia="none: no pneumonia labels",

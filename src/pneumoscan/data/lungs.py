@@ -147,7 +147,7 @@ def prepare_cropped(image: np.ndarray, config: Any, geometry: LungGeometry) -> n
     :class:`~pneumoscan.data.preprocess.PreprocessConfig`) says; shared by the training cache and the predictors."""
     from pneumoscan.data.preprocess import prepare
 
-    return prepare(crop_to_lungs(image, geometry, config.lung_margin, config.lung_dim), config.image_size)
+    return prepare(crop_to_lungs(image, geometry, config.lung_margin, config.lung_dim), config)
 
 
 def lung_map_in_input(geometry: LungGeometry, margin: float | None, size: int, width: int = 1024,

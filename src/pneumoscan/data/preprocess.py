@@ -7,6 +7,9 @@ the same input as training did:
    kept — the Kermany benchmark images are already squashed to 224×224, and keeping one convention everywhere matters
    more than either choice) with Pillow's antialiased bilinear filter, then quantised to uint8. The uint8 result is
    what the training cache stores, so train and predict see identical pixels.
+   Optionally (``PreprocessConfig.intensity``) the uint8 image is then standardised per image — global histogram
+   equalisation or CLAHE — so that exposure, film/detector response and processing curves of other scanners and
+   sites count for less (default off: checkpoints without the field predict exactly as before).
 2. ``to_float``: uint8 → float32 ``(x / 255 - mean) / std``.
 
 Optionally (``lung_crop``), before step 1 the image is cropped to its lung fields found by the shipped lung U-Net
@@ -29,6 +32,7 @@ from PIL import Image
 from pneumoscan.errors import ConfigError
 
 PREPROCESS_VERSION = 1  # bump when prepare() changes, so caches built with the old code are invalidated
+INTENSITY_MODES = ("none", "equalize", "clahe")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,10 @@ class PreprocessConfig:
         lung_dim: darken what lies outside the lungs inside the crop (0 = not at all, 1 = black).
         lung_model: name (with content digest) of the lung model that finds the lungs; recorded so that a model is
             never run with crops from another lung model than the one it was trained with.
+        intensity: per-image intensity standardisation after resizing: ``none`` (default), ``equalize`` (global
+            histogram equalisation) or ``clahe`` (contrast-limited adaptive histogram equalisation, Zuiderveld 1994).
+        clahe_clip: CLAHE clip limit, as a multiple of the mean histogram bin height (OpenCV's convention).
+        clahe_grid: CLAHE tiles per side.
     """
 
     image_size: int = 224
@@ -53,6 +61,9 @@ class PreprocessConfig:
     lung_margin: float = 0.1
     lung_dim: float = 0.0
     lung_model: str = ""
+    intensity: str = "none"
+    clahe_clip: float = 2.0
+    clahe_grid: int = 8
 
     def __post_init__(self) -> None:
         if not 16 <= int(self.image_size) <= 2048:
@@ -63,6 +74,10 @@ class PreprocessConfig:
             raise ConfigError(f"lung_margin must be between 0 and 1 (fraction of the lung box), got {self.lung_margin}")
         if not 0.0 <= self.lung_dim <= 1.0:
             raise ConfigError(f"lung_dim must be between 0 (off) and 1 (black outside the lungs), got {self.lung_dim}")
+        if self.intensity not in INTENSITY_MODES:
+            raise ConfigError(f"intensity '{self.intensity}' is not valid; choose from {', '.join(INTENSITY_MODES)}")
+        if not self.clahe_clip > 0 or not 1 <= int(self.clahe_grid) <= 64:
+            raise ConfigError("clahe_clip must be > 0 and clahe_grid between 1 and 64")
 
     def to_dict(self) -> dict[str, Any]:
         out = {**asdict(self), "version": PREPROCESS_VERSION}
@@ -73,10 +88,12 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        """Read a stored config; fields a checkpoint predates take their defaults (which change nothing)."""
         return cls(image_size=int(data["image_size"]), mean=float(data.get("mean", 0.0)),
                    std=float(data.get("std", 1.0)), lung_crop=bool(data.get("lung_crop", False)),
                    lung_margin=float(data.get("lung_margin", 0.1)), lung_dim=float(data.get("lung_dim", 0.0)),
-                   lung_model=str(data.get("lung_model", "")))
+                   lung_model=str(data.get("lung_model", "")), intensity=str(data.get("intensity", "none")),
+                   clahe_clip=float(data.get("clahe_clip", 2.0)), clahe_grid=int(data.get("clahe_grid", 8)))
 
     def lung_key(self) -> dict[str, Any] | None:
         """What of the lung options changes the prepared pixels (None without lung crop): part of cache keys."""
@@ -84,17 +101,37 @@ class PreprocessConfig:
             return None
         return {"model": self.lung_model, "margin": self.lung_margin, "dim": self.lung_dim}
 
+    @property
+    def pixel_key(self) -> dict[str, Any]:
+        """The fields that change the uint8 pixels :func:`prepare` produces (for cache keys)."""
+        key: dict[str, Any] = {"image_size": int(self.image_size)}
+        if self.intensity != "none":
+            key.update(intensity=self.intensity, clahe_clip=self.clahe_clip, clahe_grid=self.clahe_grid)
+        return key
 
-def prepare(image: np.ndarray, image_size: int) -> np.ndarray:
-    """Resize a float grey image in [0, 1] to ``image_size``² and quantise it to uint8.
+
+def prepare(image: np.ndarray, image_size: int | PreprocessConfig) -> np.ndarray:
+    """Resize a float grey image in [0, 1] to the input size, quantise it to uint8 and standardise its intensities.
 
     Args:
         image: (H, W) float array in [0, 1] as returned by :func:`pneumoscan.data.io.read_image`.
-        image_size: output side in pixels.
+        image_size: output side in pixels, or the whole :class:`PreprocessConfig` (then its ``intensity`` option is
+            applied too; an int means no intensity standardisation, as before the option existed).
 
     Returns:
-        (image_size, image_size) uint8 array.
+        (S, S) uint8 array.
     """
+    config = image_size if isinstance(image_size, PreprocessConfig) else None
+    size = int(config.image_size) if config is not None else int(image_size)
+    out = _resize_uint8(image, size)
+    if config is not None and config.intensity == "equalize":
+        out = equalize_histogram(out)
+    elif config is not None and config.intensity == "clahe":
+        out = clahe(out, clip_limit=config.clahe_clip, grid=int(config.clahe_grid))
+    return out
+
+
+def _resize_uint8(image: np.ndarray, image_size: int) -> np.ndarray:
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D grey image, got shape {image.shape}")
     grey = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
@@ -103,6 +140,58 @@ def prepare(image: np.ndarray, image_size: int) -> np.ndarray:
         grey = grey.resize((image_size, image_size), Image.Resampling.BILINEAR)
     out = np.asarray(grey, dtype=np.float32)
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def equalize_histogram(image: np.ndarray) -> np.ndarray:
+    """Global histogram equalisation of a uint8 image (Pillow's ``ImageOps.equalize``)."""
+    from PIL import ImageOps
+
+    return np.asarray(ImageOps.equalize(Image.fromarray(image, mode="L")), dtype=np.uint8)
+
+
+def clahe(image: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of a uint8 image, in numpy.
+
+    Why our own: OpenCV and scikit-image are not dependencies of the ONNX-only install, and the same pixels must come
+    out of training, ``predict``, the server and the ONNX backend. The algorithm is the usual one (as OpenCV's
+    ``createCLAHE``): per-tile histograms clipped at ``clip_limit`` × (tile pixels / 256) with the excess spread
+    evenly, each tile's cumulative histogram as its mapping, and bilinear interpolation between the mappings of the
+    four nearest tile centres. The image is reflect-padded to a multiple of ``grid``.
+
+    Args:
+        image: (H, W) uint8.
+        clip_limit: > 0; larger is closer to plain adaptive equalisation.
+        grid: tiles per side.
+    """
+    img = np.asarray(image, dtype=np.uint8)
+    h, w = img.shape
+    th, tw = -(-h // grid), -(-w // grid)
+    padded = np.pad(img, ((0, th * grid - h), (0, tw * grid - w)), mode="reflect") if (th * grid, tw * grid) != (h, w) \
+        else img
+    tiles = padded.reshape(grid, th, grid, tw).transpose(0, 2, 1, 3).reshape(grid * grid, th * tw)
+    offsets = (np.arange(grid * grid, dtype=np.int64) * 256)[:, None]
+    hist = np.bincount((tiles.astype(np.int64) + offsets).ravel(), minlength=grid * grid * 256)
+    hist = hist.reshape(grid * grid, 256).astype(np.float64)
+    limit = max(1.0, clip_limit * th * tw / 256.0)
+    excess = np.clip(hist - limit, 0, None).sum(axis=1, keepdims=True)
+    hist = np.minimum(hist, limit) + excess / 256.0
+    lut = (np.cumsum(hist, axis=1) * (255.0 / (th * tw))).reshape(grid, grid, 256)
+
+    def axis(n: int, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        f = (np.arange(n) + 0.5) / t - 0.5
+        lo = np.floor(f)
+        weight = np.clip(f - lo, 0.0, 1.0)
+        i0 = np.clip(lo, 0, grid - 1).astype(np.int64)
+        i1 = np.clip(lo + 1, 0, grid - 1).astype(np.int64)
+        return i0, i1, weight
+
+    y0, y1, wy = axis(h, th)
+    x0, x1, wx = axis(w, tw)
+    v = img.astype(np.int64)
+    top = lut[y0[:, None], x0[None, :], v] * (1 - wx) + lut[y0[:, None], x1[None, :], v] * wx
+    bottom = lut[y1[:, None], x0[None, :], v] * (1 - wx) + lut[y1[:, None], x1[None, :], v] * wx
+    out = top * (1 - wy)[:, None] + bottom * wy[:, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def to_float(batch: np.ndarray, config: PreprocessConfig) -> np.ndarray:

@@ -32,8 +32,9 @@ def grouped_split(records: Sequence[Record], fraction: float, seed: int) -> tupl
 
     if not 0 < fraction < 1:
         raise DataError(f"split fraction must be between 0 and 1, got {fraction}")
-    # Stratify by source and label, so that every source is represented in validation in its own class mix.
-    labels = np.array([f"{r.source}|{r.label}" for r in records])
+    # Stratify by source, label and view (when the manifest names one), so that every source is represented in the
+    # held-out part in its own class mix, and within a source its PA/AP mix (the rsna_adult view trap) is kept too.
+    labels = np.array([f"{r.source}|{r.label}|{(r.extra or {}).get('view', '').upper()}" for r in records])
     groups = np.array([r.group for r in records])
     n_splits = max(2, round(1 / fraction))
     n_groups = len(set(groups.tolist()))
@@ -49,8 +50,11 @@ def make_splits(records: Sequence[Record], *, val_fraction: float = 0.15, test_f
     """Assign every labelled record to train, val or test.
 
     Official test records stay test. Everything else (official train and val, or all records when the source has no
-    split) is the development pool; when no record is marked test, ``test_fraction`` of the pool is carved out as
-    test first; then ``val_fraction`` of what remains becomes val. Both carvings are grouped by patient.
+    split) is the development pool; for a source without test records, ``test_fraction`` of its pool is carved out as
+    test first; then ``val_fraction`` of what remains of every source becomes val. Both carvings are grouped by
+    patient, stratified by label (and view), reproducible from ``seed``, and done per source: a source's train / val
+    / test do not change when other sources are added to the run, so runs with and without the adult sets share
+    their Kermany validation and every run shares its test images.
     """
     labelled = [r for r in records if r.label is not None]
     if len(labelled) < len(records):
@@ -66,7 +70,13 @@ def make_splits(records: Sequence[Record], *, val_fraction: float = 0.15, test_f
         test += carved
         logger.info("%s has no official test split: carved %d images (grouped by patient) as test", source,
                     len(carved))
-    train, val = grouped_split(pool, val_fraction, seed + 1)
+    train, val = [], []
+    sources = sorted({r.source for r in pool})
+    for source in sources:
+        own = [r for r in pool if r.source == source] if len(sources) > 1 else list(pool)
+        rest, held = grouped_split(own, val_fraction, seed + 1)
+        train += rest
+        val += held
     out = {
         "train": [replace(r, split="train") for r in train],
         "val": [replace(r, split="val") for r in val],
@@ -96,12 +106,14 @@ def shared_patients(a: Sequence[Record], b: Sequence[Record]) -> set[str]:
 
 
 def save_splits(splits: dict[str, list[Record]], path: Path) -> None:
-    """Write ``path,label,split,patient_id,source,subtype`` for every record, atomically."""
+    """Write ``path,label,split,patient_id,source,subtype,view`` for every record, atomically (``view`` from the
+    manifest when it has one, so that the file is a manifest ``pneumoscan evaluate --group-by view`` can read)."""
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "label", "split", "patient_id", "source", "subtype"])
+        w.writerow(["path", "label", "split", "patient_id", "source", "subtype", "view"])
         for name in ("train", "val", "test"):
             for r in splits.get(name, []):
-                w.writerow([r.path, r.label, name, r.patient_id or "", r.source, r.subtype or ""])
+                w.writerow([r.path, r.label, name, r.patient_id or "", r.source, r.subtype or "",
+                            (r.extra or {}).get("view", "")])
     os.replace(tmp, path)

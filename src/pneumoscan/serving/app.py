@@ -4,10 +4,13 @@ Endpoints:
 
 - ``GET /``: the web page (static, no external assets, works offline).
 - ``GET /healthz``: liveness/readiness, always open (no API key).
-- ``GET /v1/model``: the deployed model (name, version, input size, threshold, operating points, metrics).
+- ``GET /v1/model``: the deployed model (name, version, input size, threshold, operating points, populations and the
+  default one, competence gate, metrics).
 - ``POST /v1/predict``: multipart, one or more files under ``files``; ``heatmap=true`` (query parameter or form
   field) adds Grad-CAM images (torch backend only: 400 otherwise), ``preview=true`` adds the decoded image as PNG
-  (for display: browsers cannot show DICOM).
+  (for display: browsers cannot show DICOM), ``population=NAME`` labels at that population's threshold. Each result
+  has ``status`` ``ok`` or ``out_of_scope`` (competence gate; then ``label`` is null, ``reason`` says why and the
+  probability is for information only).
 - ``GET /docs``: Swagger UI. Offline when a local copy of Swagger UI is installed (the ``swagger-ui-py`` package);
   otherwise FastAPI's default page, which loads Swagger UI from a CDN and needs internet. ``/openapi.json`` always
   works.
@@ -260,7 +263,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     @app.get("/v1/model", response_model=ModelOut, tags=["model"], responses=_ERRORS,
              dependencies=[Depends(require_api_key)])
     async def model(service: Service) -> ModelOut:
-        """The deployed model: name, version, input size, threshold and rule, operating points, metrics."""
+        """The deployed model: name, version, input size, threshold and rule, operating points, populations (with
+        their thresholds and the default), the competence gate's limits, metrics."""
         return ModelOut(**service.model_dict())
 
     @app.post("/v1/predict", response_model=PredictOut, tags=["model"], responses=_FILE_ERRORS,
@@ -271,10 +275,15 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         files: Annotated[list[UploadFile], File(description="one or more images: JPEG, PNG, TIFF, BMP, DICOM")],
         heatmap: Annotated[bool, Query(description="add Grad-CAM heatmap and overlay PNGs (torch only)")] = False,
         preview: Annotated[bool, Query(description="add the decoded image as PNG, for display")] = False,
+        population: Annotated[str | None, Query(description="operating point to label at (GET /v1/model lists "
+                                                            "them; default: the server's)")] = None,
     ) -> PredictOut:
-        """Probability of pneumonia, label and threshold for each uploaded image, in upload order.
+        """Probability of pneumonia, label, threshold and competence-gate status for each image, in upload order.
 
-        ``heatmap`` and ``preview`` may be sent as query parameters or as form fields.
+        ``status`` is ``ok`` (labelled) or ``out_of_scope``: the gate refused the image (not a frontal chest X-ray
+        like the model's training images; ``reason`` says why); its ``label`` is null and its ``probability`` is
+        given for information only. ``heatmap``, ``preview`` and ``population`` may be sent as query parameters or
+        as form fields.
         """
         started = time.perf_counter()
         # Also accepted as form fields, read from the already parsed form: declared as Form parameters they would
@@ -282,6 +291,9 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         form = await request.form()
         heatmap = heatmap or _form_flag(form.get("heatmap"), "heatmap")
         preview = preview or _form_flag(form.get("preview"), "preview")
+        form_population = form.get("population")
+        population = population or (str(form_population).strip() if isinstance(form_population, str) else None) \
+            or None
         if heatmap and not service.heatmaps_available:
             raise HTTPException(400, HEATMAPS_NEED_TORCH)
         if not files:
@@ -289,18 +301,25 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if len(files) > settings.max_files:
             raise RequestTooLargeError(f"too many files: {len(files)}, at most {settings.max_files} per request")
         uploads = [await _receive(f, i, settings.max_upload_bytes) for i, f in enumerate(files)]
-        results = await service.predict(uploads, heatmap=heatmap, preview=preview)
+        results = await service.predict(uploads, heatmap=heatmap, preview=preview, population=population)
         if len(results) == 1 and results[0].error is not None:
             err = results[0].error
             raise HTTPException(error_status(err), str(err))
         info = service.predictor.info
+        chosen = population or service.predictor.population
+        threshold = service.predictor.threshold_for(chosen)
         out = PredictOut(model=ModelOut(**service.model_dict()), results=[
-            ResultOut(filename=r.name, probability=r.probability, label=r.label, threshold=info.threshold,
-                      model=info.name, version=info.version, error=None if r.error is None else str(r.error),
-                      **r.images, **r.fields)
+            ResultOut(filename=r.name, probability=r.probability, label=r.label, threshold=threshold,
+                      model=info.name, version=info.version, population=chosen,
+                      status="error" if r.error is not None else (r.prediction.status if r.prediction else "ok"),
+                      reason=str(r.error) if r.error is not None else (r.prediction.reason if r.prediction else None),
+                      gate=r.prediction.gate if r.prediction else None,
+                      error=None if r.error is None else str(r.error), **r.images, **r.fields)
             for r in results])
-        logger.info("predict: %d file(s), %d failed, %.0f ms", len(results),
-                    sum(r.error is not None for r in results), 1000 * (time.perf_counter() - started))
+        logger.info("predict: %d file(s), %d failed, %d out of scope, %.0f ms", len(results),
+                    sum(r.error is not None for r in results),
+                    sum(r.prediction is not None and r.prediction.status == "out_of_scope" for r in results),
+                    1000 * (time.perf_counter() - started))
         return out
 
     return app

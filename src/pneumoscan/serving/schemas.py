@@ -22,19 +22,36 @@ class ModelOut(BaseModel):
     operating_points: dict[str, float] = Field(description="alternative thresholds by rule")
     metrics: dict[str, Any] = Field(description="the model card's test metrics, {} when not recorded")
     heatmaps: bool = Field(description="whether Grad-CAM heatmaps are available (torch backend only)")
+    populations: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="operating point per population: {name: {threshold (null: none of its own), "
+                                          "rule, n_val, n_pos, definition[, note]}}")
+    default_population: str = Field(default="", description="the population applied when a request names none")
+    population: str = Field(default="", description="the population this server labels at by default")
+    gate: dict[str, Any] = Field(default_factory=dict, description="competence gate: image-check limits, whether a "
+                                                                   "distribution check is fitted, its threshold")
 
 
 class ResultOut(BaseModel):
     """The answer for one uploaded file. Optional fields (error, images) are left out when not set."""
 
     model_config = ConfigDict(json_schema_extra={"example": {
-        "filename": "chest.png", "probability": 0.9132, "label": "PNEUMONIA", "threshold": 0.47,
-        "model": "cnn", "version": "cnn-678518ccb6"}})
+        "filename": "chest.png", "status": "ok", "probability": 0.9132, "label": "PNEUMONIA", "threshold": 0.47,
+        "population": "pediatric", "model": "cnn", "version": "cnn-678518ccb6", "reason": None,
+        "gate": {"in_scope": True, "reason": None, "std": 61.2, "roughness": 0.11, "chroma": None,
+                 "lung_fraction": None, "distribution_score": 1.3, "distribution_threshold": 4.9}}})
 
     filename: str
-    probability: float | None = Field(description="calibrated probability of pneumonia; null on error")
-    label: str | None = Field(description="class name at the model's threshold; null on error")
-    threshold: float
+    status: str = Field(default="ok", description="'ok' (labelled), 'out_of_scope' (the competence gate refused "
+                                                  "the image: see reason; no label) or 'error'")
+    probability: float | None = Field(description="calibrated probability of pneumonia; null on error. For an "
+                                                  "out_of_scope image it is given for information only: not a "
+                                                  "finding")
+    label: str | None = Field(description="class name at the population's threshold; null on error and when "
+                                          "out_of_scope")
+    threshold: float = Field(description="the threshold applied (that of 'population')")
+    population: str = Field(default="", description="the population whose threshold was applied")
+    reason: str | None = Field(default=None, description="why out_of_scope (or the error)")
+    gate: dict[str, Any] | None = Field(default=None, description="the competence gate's scores and limits")
     model: str
     version: str
     error: str | None = Field(default=None, description="'<file>: <problem>' when this file could not be used")

@@ -34,7 +34,8 @@ from PIL import Image
 
 from pneumoscan.data.io import read_image
 from pneumoscan.errors import ConfigError, ImageReadError, http_status
-from pneumoscan.inference.predictor import Predictor
+from pneumoscan.inference.gate import GateDecision, colourfulness
+from pneumoscan.inference.predictor import Prediction, Predictor
 from pneumoscan.serving.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Decoded:
     preview_png: bytes | None = None
     error: ImageReadError | None = None
     lungs: Any = None  # LungGeometry: from the lung crop, or found for the page's lung outline (preview)
+    chroma: float | None = None  # colourfulness of the file, for the competence gate
 
 
 @dataclass
@@ -81,12 +83,13 @@ class FileResult:
     error: ImageReadError | None = None
     images: dict[str, str] = field(default_factory=dict)  # ResultOut field name -> base64 PNG
     fields: dict[str, Any] = field(default_factory=dict)  # further ResultOut fields (lungs, heatmap_lung_fraction)
+    prediction: Prediction | None = None  # status, reason, population, threshold, gate scores
 
 
 @dataclass(eq=False)  # identity comparison: `job in queue` must not compare arrays
 class _Job:
     images: np.ndarray  # uint8 (n, S, S)
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Any]  # (probabilities (n,), features (n, D) or None)
 
 
 class InferenceService:
@@ -120,7 +123,8 @@ class InferenceService:
         prepared, lungs = self.predictor.prepare_with_lungs(image)
         if preview and lungs is None:
             lungs = self._find_lungs(image)
-        return Decoded(upload.name, prepared, _preview_png(image) if preview else None, lungs=lungs)
+        return Decoded(upload.name, prepared, _preview_png(image) if preview else None, lungs=lungs,
+                       chroma=colourfulness(upload.data))
 
     def _find_lungs(self, image: np.ndarray) -> Any:
         """Lung geometry for the page's outline; None (and one warning) in a build without a lung model."""
@@ -147,6 +151,11 @@ class InferenceService:
     # -- scoring ---------------------------------------------------------------------------------------------
     async def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for uint8 (n, S, S) images, batched with whatever else is waiting."""
+        probs, _ = await self.scores(images)
+        return probs
+
+    async def scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and penultimate features (for the gate) for uint8 (n, S, S) images, batched."""
         job = _Job(images, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         try:
@@ -165,15 +174,17 @@ class InferenceService:
         # Shielded: a cancelled request must not leave the other requests of its batch without an answer.
         with anyio.CancelScope(shield=True):
             try:
-                probs = await anyio.to_thread.run_sync(self._run_batch, np.concatenate([j.images for j in batch]))
+                scored = await anyio.to_thread.run_sync(self._run_batch, np.concatenate([j.images for j in batch]))
             except Exception as err:
                 for j in batch:
                     j.future.set_exception(err)
                 return
+        probs, feats = scored
         start = 0
         for j in batch:
-            j.future.set_result(probs[start:start + len(j.images)])
-            start += len(j.images)
+            stop = start + len(j.images)
+            j.future.set_result((probs[start:stop], None if feats is None else feats[start:stop]))
+            start = stop
 
     def _take_batch(self) -> list[_Job]:
         """Waiting jobs in arrival order, up to ``batch_size`` images (always at least one job)."""
@@ -187,12 +198,13 @@ class InferenceService:
             total += len(nxt.images)
         return batch
 
-    def _run_batch(self, images: np.ndarray) -> np.ndarray:
-        out = [self.predictor.probabilities_from_prepared(images[i:i + self.settings.batch_size])
+    def _run_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = [self.predictor.scores_from_prepared(images[i:i + self.settings.batch_size])
                for i in range(0, len(images), self.settings.batch_size)]
         self.batches_run += 1
         self.images_scored += len(images)
-        return np.concatenate(out)
+        feats = None if any(f is None for _, f in out) else np.concatenate([f for _, f in out])
+        return np.concatenate([p for p, _ in out]), feats
 
     async def explain(self, prepared: np.ndarray, lungs: Any = None) -> dict[str, Any]:
         """Grad-CAM for one uint8 (S, S) image: base64 PNGs for ``heatmap_png_base64`` and ``overlay_png_base64``,
@@ -214,21 +226,32 @@ class InferenceService:
                 "heatmap_lung_fraction": share}
 
     # -- everything ------------------------------------------------------------------------------------------
-    async def predict(self, uploads: list[Upload], *, heatmap: bool = False, preview: bool = False) -> list[FileResult]:
-        """Score every upload; a file that cannot be used gets ``error`` set and does not affect the others."""
+    async def predict(self, uploads: list[Upload], *, heatmap: bool = False, preview: bool = False,
+                      population: str | None = None) -> list[FileResult]:
+        """Score and gate every upload; a file that cannot be used gets ``error`` set and does not affect the others.
+
+        ``population`` chooses the operating point for this request (None: the server's).
+        """
         if heatmap and not self.heatmaps_available:
             raise ConfigError(HEATMAPS_NEED_TORCH)
+        self.predictor.threshold_for(population)  # an unknown population is a ConfigError (400) before any work
         decoded = await self.decode(uploads, preview=preview)
         good = [d for d in decoded if d.prepared is not None]
-        probs = await self.probabilities(np.stack([d.prepared for d in good])) if good else np.zeros(0)
-        by_name = iter(probs)
+        decisions: list[GateDecision] = []
+        probs = np.zeros(0)
+        if good:
+            batch = np.stack([d.prepared for d in good])
+            probs, feats = await self.scores(batch)
+            decisions = await anyio.to_thread.run_sync(self._assess, batch, feats, [d.chroma for d in good])
+        by_name = iter(zip(probs, decisions, strict=True))
         results: list[FileResult] = []
         for d in decoded:
             if d.prepared is None:
                 results.append(FileResult(d.name, error=d.error))
                 continue
-            p = float(next(by_name))
-            result = FileResult(d.name, probability=p, label=self.predictor.label_for(p))
+            p, decision = next(by_name)
+            pred = self.predictor.result(d.name, float(p), decision, population=population)
+            result = FileResult(d.name, probability=float(p), label=pred.label, prediction=pred)
             if d.preview_png is not None:
                 result.images["preview_png_base64"] = _b64(d.preview_png)
                 if d.lungs is not None:
@@ -241,6 +264,11 @@ class InferenceService:
             results.append(result)
         return results
 
+    def _assess(self, batch: np.ndarray, feats: np.ndarray | None, chroma: list[float | None]) -> list[GateDecision]:
+        hook = self.predictor.lung_fraction
+        lungs = [hook(im) for im in batch] if hook is not None else None
+        return self.predictor.gate.assess(batch, feats, chroma=chroma, lung_fractions=lungs)
+
     def model_dict(self) -> dict[str, Any]:
         """The fields of ``ModelOut``."""
         info = self.predictor.info
@@ -250,13 +278,16 @@ class InferenceService:
             "threshold": info.threshold, "threshold_rule": info.threshold_rule, "temperature": info.temperature,
             "class_names": list(info.class_names), "operating_points": dict(info.operating_points),
             "metrics": dict(info.metrics), "heatmaps": self.heatmaps_available,
+            "populations": {k: dict(v) for k, v in info.populations.items()},
+            "default_population": info.default_population, "population": self.predictor.population,
+            "gate": self.predictor.gate.describe(),
         }
 
 
 def load_predictor(settings: ServeSettings) -> Predictor:
     """Load the model the settings name (onnx backend: no PyTorch import)."""
     predictor = Predictor.load(settings.checkpoint, backend=settings.backend, device=settings.device,
-                               precision=settings.precision)
+                               precision=settings.precision, population=settings.population)
     if settings.backend == "onnx" and predictor.info.backend != "onnx":  # pragma: no cover - Predictor.load's job
         raise ConfigError("--backend onnx needs an .onnx file")
     return predictor

@@ -25,6 +25,8 @@ class ServeSettings(BaseSettings):
         backend: "torch" (Grad-CAM heatmaps available) or "onnx" (no PyTorch needed; no heatmaps).
         device: torch device ("auto", "cpu", "cuda[:N]"); ignored by the onnx backend.
         precision: torch autocast ("auto", "fp32", "bf16", "fp16"); ignored by the onnx backend.
+        population: the operating point labels are given at (None: the model's default population); a request may
+            name another with ``population=``.
         host: address uvicorn binds; loopback by default so nothing is exposed by accident.
         port: TCP port.
         api_key: when set, every ``/v1`` request needs header ``X-API-Key`` with this value.
@@ -44,6 +46,7 @@ class ServeSettings(BaseSettings):
     backend: Literal["torch", "onnx"] = "torch"
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    population: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_key: SecretStr | None = None

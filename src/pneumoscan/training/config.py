@@ -17,6 +17,8 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "plateau", "constant")
 BALANCE = ("loss", "sampler", "none")
 THRESHOLD_RULES = ("youden", "max_f1", "sensitivity", "fixed")
+SELECT_BY = ("pooled", "worst_source", "worst_group")
+INTENSITY = ("none", "equalize", "clahe")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,16 @@ class AugmentConfig:
         translate: maximum shift as a fraction of the side.
         brightness: maximum additive brightness change (fraction of the range).
         contrast: maximum multiplicative contrast change (fraction).
+        gamma: acquisition: maximum |log γ| of a random gamma curve (0.3 → γ in [0.74, 1.35]).
+        blur: acquisition: maximum Gaussian blur sigma in pixels of the model input.
+        noise: acquisition: maximum standard deviation of additive Gaussian noise (fraction of the range).
+        jpeg: acquisition: probability of a JPEG re-encoding at a random quality between 20 and 90.
+        downscale: acquisition: maximum loss of resolution: down-sampled to a side of (1 − downscale … 1) and back.
+        text: acquisition: probability of burning in a random text marker ("PORTABLE", "AP", "L", a date, ...).
+
+    The acquisition augmentations imitate other scanners and sites; each is applied to an image with probability 0.5
+    (``jpeg`` and ``text``: with their own probability), independently of the label, so that none of these cues can
+    carry label information. They default to 0 (off), which keeps every earlier recipe unchanged.
     """
 
     rotation: float = 10.0
@@ -38,6 +50,12 @@ class AugmentConfig:
     translate: float = 0.05
     brightness: float = 0.1
     contrast: float = 0.1
+    gamma: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
+    jpeg: float = 0.0
+    downscale: float = 0.0
+    text: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -45,12 +63,20 @@ class AugmentConfig:
                 raise ConfigError(f"augment.{f.name} must be >= 0")
         if self.hflip > 1 or self.zoom >= 1:
             raise ConfigError("augment.hflip must be <= 1 and augment.zoom < 1")
+        if self.jpeg > 1 or self.text > 1 or self.downscale >= 1:
+            raise ConfigError("augment.jpeg and augment.text are probabilities (<= 1); augment.downscale must be < 1")
+
+    @property
+    def acquisition(self) -> bool:
+        """Whether any scanner/site augmentation is on."""
+        return any((self.gamma, self.blur, self.noise, self.jpeg, self.downscale, self.text))
 
     def scaled(self, strength: float) -> AugmentConfig:
-        """All magnitudes multiplied by ``strength`` (used by tuning)."""
-        return AugmentConfig(self.rotation * strength, min(1.0, self.hflip * min(strength, 1.0)),
-                             min(0.5, self.zoom * strength), self.translate * strength,
-                             self.brightness * strength, self.contrast * strength)
+        """All geometric/intensity magnitudes multiplied by ``strength`` (used by tuning); acquisition ones kept."""
+        return dataclasses.replace(self, rotation=self.rotation * strength,
+                                   hflip=min(1.0, self.hflip * min(strength, 1.0)), zoom=min(0.5, self.zoom * strength),
+                                   translate=self.translate * strength, brightness=self.brightness * strength,
+                                   contrast=self.contrast * strength)
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,9 @@ class TrainConfig:
     drop_rate: float = 0.0
     balance: str = "loss"
     balance_sources: bool = False
+    balance_groups: bool = False
+    select_by: str = "pooled"
+    intensity: str = "none"
     label_smoothing: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mean: float | None = None
@@ -91,6 +120,8 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     max_train_images: int | None = None
+    max_train_per_source: int | None = None
+    max_val_per_source: int | None = None
     precise_bn: int = 0
     data_options: dict[str, str] = field(default_factory=dict)
     leak_check: str = "warn"
@@ -104,6 +135,8 @@ class TrainConfig:
         one_of("scheduler", SCHEDULERS)
         one_of("balance", BALANCE)
         one_of("threshold_rule", THRESHOLD_RULES)
+        one_of("select_by", SELECT_BY)
+        one_of("intensity", INTENSITY)
         one_of("leak_check", ("warn", "error", "off"))
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be at least 1")

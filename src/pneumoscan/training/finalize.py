@@ -76,9 +76,14 @@ def finalize_run(run_dir: Path, data: PreparedData, trainer: Trainer, wall_secon
                     "sources": [s["spec"] for s in data.info["sources"]]}
     save_checkpoint(best, best_path)
     _write_val_predictions(run_dir / "val_predictions.csv", data, logits, probs)
+    _fit_gate(best_path, run_dir)
+    best_row = next((r for r in trainer.history if r["epoch"] == int(best["epoch"]) + 1), {})
     summary = {
         "model": cfg.model, "epochs_run": len(trainer.history), "best_epoch": int(best["epoch"]) + 1,
-        "best_val_roc_auc": best["best_metric"], "threshold": ops["threshold"],
+        "best_val_roc_auc": best_row.get("val_roc_auc", best["best_metric"]),
+        "selection": {**best.get("selection", {"rule": "pooled"}), "best_value": best["best_metric"]},
+        "best_val_groups": {k[8:-1]: v for k, v in best_row.items() if k.startswith("val_auc[")},
+        "threshold": ops["threshold"],
         "threshold_rule": ops["threshold_rule"], "temperature": ops["temperature"],
         "operating_points": ops["operating_points"], "wall_seconds": round(wall_seconds, 1),
         "hardware": trainer.hw.description, "calibration_precision": trainer.hw.precision, "checkpoint": str(best_path),
@@ -86,8 +91,33 @@ def finalize_run(run_dir: Path, data: PreparedData, trainer: Trainer, wall_secon
     tmp = run_dir / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     os.replace(tmp, run_dir / "summary.json")
-    logger.info("run complete: best val ROC-AUC %.4f at epoch %d; threshold %.4f (%s)", best["best_metric"],
+    logger.info("run complete: best val %s %.4f at epoch %d; threshold %.4f (%s)", cfg.select_by, best["best_metric"],
                 summary["best_epoch"], ops["threshold"], ops["threshold_rule"])
+
+
+def _fit_gate(best_path: Path, run_dir: Path) -> None:
+    """Add the competence gate and per-population thresholds to ``best.pt`` (``pneumoscan calibrate`` does the same
+    for older runs). Cheap next to training: one forward pass over a sample of the training images and over the
+    validation images. A failure leaves the checkpoint as it was, with a warning."""
+    from pneumoscan.errors import PneumoError
+    from pneumoscan.inference.calibrate import MIN_AUTO_VAL, calibrate_checkpoint
+
+    n_val = int(load_checkpoint(best_path).get("data", {}).get("val_images", 0))
+    if n_val < MIN_AUTO_VAL:
+        logger.info("competence gate not fitted: %d validation images, fewer than the %d its threshold needs "
+                    "(image checks still apply; `pneumoscan calibrate` fits one anyway)", n_val, MIN_AUTO_VAL)
+        return
+    try:
+        report = calibrate_checkpoint(best_path, best_path, splits_csv=run_dir / "splits.csv")
+    except (PneumoError, ValueError, OSError) as err:
+        logger.warning("competence gate not fitted (%s); run `pneumoscan calibrate --checkpoint %s`", err, best_path)
+        return
+    tmp = run_dir / ".gate_report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    os.replace(tmp, run_dir / "gate_report.json")
+    logger.info("competence gate: %.1f%% of validation images refused; populations %s (default %s)",
+                100 * report["val_refused"]["refused_rate"], ", ".join(report["populations"]),
+                report["default_population"])
 
 
 def _write_val_predictions(path: Path, data: PreparedData, logits: np.ndarray, probs: np.ndarray) -> None:

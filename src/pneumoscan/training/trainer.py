@@ -77,11 +77,12 @@ def preprocess_for(cfg: TrainConfig) -> PreprocessConfig:
                 "lung_model": shipped_lung_name()}
     if cfg.init_from and cfg.mean is None and cfg.std is None:
         saved = _init_file_preprocess(cfg.init_from)
-        return PreprocessConfig(image_size=cfg.image_size, mean=saved["mean"], std=saved["std"], **lung)
+        return PreprocessConfig(image_size=cfg.image_size, mean=saved["mean"], std=saved["std"],
+                                intensity=cfg.intensity, **lung)
     pretrained = cfg.pretrained or cfg.weights is not None
     mean = cfg.mean if cfg.mean is not None else (IMAGENET_GREY_MEAN if pretrained else 0.5)
     std = cfg.std if cfg.std is not None else (IMAGENET_GREY_STD if pretrained else 0.25)
-    return PreprocessConfig(image_size=cfg.image_size, mean=mean, std=std, **lung)
+    return PreprocessConfig(image_size=cfg.image_size, mean=mean, std=std, intensity=cfg.intensity, **lung)
 
 
 def _init_file_preprocess(path: str) -> dict[str, Any]:
@@ -124,13 +125,16 @@ def prepare_data(cfg: TrainConfig, cache_dir: Path | None) -> PreparedData:
         rng = np.random.default_rng(cfg.seed)
         keep = np.sort(rng.choice(len(splits["train"]), cfg.max_train_images, replace=False))
         splits["train"] = [splits["train"][i] for i in keep]
+    for name, cap in (("train", cfg.max_train_per_source), ("val", cfg.max_val_per_source)):
+        if cap:
+            splits[name] = cap_per_source(splits[name], cap, cfg.seed)
     leaks = _leak_check(splits, cfg.leak_check)
     preprocess = preprocess_for(cfg)
     images, labels = {}, {}
     lung_info: dict[str, Any] = {}
     for name in ("train", "val"):
         paths = [r.path for r in splits[name]]
-        images[name] = load_or_build(paths, cfg.image_size, cache_dir, cfg.workers, preprocess)
+        images[name] = load_or_build(paths, preprocess, cache_dir, cfg.workers, preprocess)
         labels[name] = np.array([r.label for r in splits[name]], dtype=np.int64)
         if preprocess.lung_crop:
             lung_info[name] = _lung_fallbacks(paths, preprocess, cache_dir, cfg.workers)
@@ -156,6 +160,30 @@ def _lung_fallbacks(paths: list[str], preprocess: PreprocessConfig, cache_dir: P
             "images_used_whole": [{"path": p, "reason": r} for p, r in fallback]}
 
 
+def cap_per_source(records: list[Record], cap: int, seed: int) -> list[Record]:
+    """At most ``cap`` records of every source, drawn at random (by ``seed``) in the same label mix, order kept.
+
+    Why: for short equal-budget experiments the 4,000 Kermany images would otherwise drown the few hundred adult ones
+    and cost most of the CPU time; the adult sources stay whole.
+    """
+    import zlib
+
+    keep: set[int] = set()
+    by_cell: dict[tuple[str, int | None], list[int]] = {}
+    for i, r in enumerate(records):
+        by_cell.setdefault((r.source, r.label), []).append(i)
+    for source in sorted({s for s, _ in by_cell}):
+        # one generator per source, seeded by its name: a source's subset does not depend on the other sources
+        rng = np.random.default_rng([seed + 41, zlib.crc32(source.encode())])
+        cells = sorted((c for c in by_cell if c[0] == source), key=lambda c: -1 if c[1] is None else c[1])
+        total = sum(len(by_cell[c]) for c in cells)
+        for c in cells:
+            idx = by_cell[c]
+            n = len(idx) if total <= cap else max(1, round(cap * len(idx) / total))
+            keep.update(rng.choice(idx, min(n, len(idx)), replace=False).tolist())
+    return [r for i, r in enumerate(records) if i in keep]
+
+
 def _leak_check(splits: dict[str, list[Record]], mode: str) -> list[str]:
     if mode == "off":
         return []
@@ -176,8 +204,38 @@ def _leak_check(splits: dict[str, list[Record]], mode: str) -> list[str]:
     return problems
 
 
+def acquisition_cell(record: Record) -> str:
+    """The acquisition group of an image for balancing and for selection: ``view:PA`` / ``view:AP`` for images whose
+    manifest names a view (adults; all sources with that view together), else ``source:<name>`` (e.g. Kermany, whose
+    pediatric images are only known to be "frontal")."""
+    view = (record.extra or {}).get("view", "").strip().upper()
+    return f"view:{view}" if view in ("PA", "AP") else f"source:{record.source}"
+
+
+def _group_weights(records: list[Record]) -> np.ndarray:
+    """Weights that make the label independent of the acquisition cell (source × view) in what training sees.
+
+    Within every cell (:func:`acquisition_cell` refined by source: ``source|view``) each label present gets the same
+    share of the cell's draws, and each cell keeps its natural share of the epoch. So an AP film is as likely to be
+    NORMAL as PNEUMONIA and so is a PA film of the same source: neither the view nor the hospital predicts the label.
+    A cell with one class only (the lung_masks normals) cannot be balanced and keeps its images' natural weight.
+    """
+    from collections import Counter
+
+    cells = [f"{r.source}|{acquisition_cell(r)}" for r in records]
+    cell_n = Counter(cells)
+    cell_label_n = Counter(zip(cells, (r.label for r in records), strict=True))
+    labels_in = Counter(c for c, _ in cell_label_n)
+    w = np.array([cell_n[c] / (labels_in[c] * cell_label_n[(c, r.label)]) for c, r in zip(cells, records,
+                                                                                           strict=True)])
+    return w / w.sum()
+
+
 def _sampling_weights(records: list[Record], cfg: TrainConfig) -> np.ndarray | None:
-    """Per-image sampling weights: balance classes (balance=sampler) and/or sources (balance_sources)."""
+    """Per-image sampling weights: balance classes (balance=sampler) and/or sources (balance_sources), or labels
+    within every acquisition cell (balance_groups)."""
+    if cfg.balance_groups:
+        return _group_weights(records)
     if cfg.balance != "sampler" and not cfg.balance_sources:
         return None
     from collections import Counter
@@ -266,6 +324,46 @@ def _roc_auc(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(roc_auc_score(labels, logits))
 
 
+SELECTION_RULES = {
+    "pooled": "ROC-AUC of the whole validation split",
+    "worst_source": "lowest ROC-AUC over the validation split's sources that have both classes",
+    "worst_group": "lowest ROC-AUC over acquisition groups of the validation split that have both classes: view:PA "
+                   "and view:AP for images whose manifest names a view (rsna_adult; the lung_masks normals join "
+                   "view:PA), source:<name> for the others (kermany); a group with one class has no ROC-AUC alone",
+}
+
+
+def group_aucs(records: list[Record], labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """ROC-AUC per source (``source:<name>``) and per acquisition group (``group:<cell>``, see
+    :func:`acquisition_cell`), for every group of the validation split that has both classes."""
+    keys: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        keys.setdefault(f"source:{r.source}", []).append(i)
+        keys.setdefault(f"group:{acquisition_cell(r)}", []).append(i)
+    out = {}
+    for key, idx in keys.items():
+        auc = _roc_auc(labels[idx], scores[idx])
+        if math.isfinite(auc):
+            out[key] = auc
+    return out
+
+
+def selection_score(rule: str, pooled: float, groups: dict[str, float]) -> float:
+    """The figure early stopping and the best checkpoint follow (see :data:`SELECTION_RULES`): the pooled ROC-AUC,
+    or the lowest of the ``source:`` (worst_source) or ``group:`` (worst_group) entries of :func:`group_aucs`.
+    Falls back to the pooled figure when no group has both classes."""
+    if rule == "pooled":
+        return pooled
+    prefix = "source:" if rule == "worst_source" else "group:"
+    values = [v for k, v in groups.items() if k.startswith(prefix)]
+    return min(values) if values else pooled
+
+
+def selection_record(rule: str) -> dict[str, str]:
+    """What goes into the checkpoint and the model card about how the epoch was chosen."""
+    return {"rule": rule, "definition": SELECTION_RULES[rule], "split": "validation (never test)"}
+
+
 class Trainer:
     """Holds the state of one run; :meth:`run` trains from ``start_epoch`` to the end or early stop."""
 
@@ -283,17 +381,19 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler("cuda") if hw.amp_dtype is torch.float16 else None
         labels = data.labels["train"]
+        self.weights = _sampling_weights(data.splits["train"], cfg)
         pos_weight = None
         if cfg.balance == "loss":
-            n_pos, n_neg = int(labels.sum()), int(len(labels) - labels.sum())
-            pos_weight = torch.tensor([n_neg / max(n_pos, 1)], device=hw.device)
+            # the class mix as training draws it: with --balance-groups that is the sampler's, not the data's
+            w = self.weights if self.weights is not None else np.ones(len(labels))
+            n_pos, n_neg = float(w[labels == 1].sum()), float(w[labels == 0].sum())
+            pos_weight = torch.tensor([n_neg / max(n_pos, 1e-12)], device=hw.device)
         self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed + 11)
         self.augment = BatchAugment(cfg.augment, torch.Generator().manual_seed(cfg.seed + 23 + dist_info.rank))
         a = cfg.augment
         enabled = any((a.rotation, a.hflip, a.zoom, a.translate, a.brightness, a.contrast))
-        self.augment_fn = self.augment if enabled else None
-        self.weights = _sampling_weights(data.splits["train"], cfg)
+        self.augment_fn = self.augment if enabled or a.acquisition else None
         # A fixed subset for --precise-bn, drawn from its own generator so that resuming stays exact.
         n_bn = min(cfg.precise_bn, len(labels))
         self.bn_indices = np.sort(np.random.default_rng(cfg.seed + 31).permutation(len(labels))[:n_bn])
@@ -316,6 +416,7 @@ class Trainer:
             "preprocess": self.preprocess.to_dict(),
             "threshold": 0.5,
             "threshold_rule": "untuned (training in progress)",
+            "selection": selection_record(self.cfg.select_by),
             "operating_points": {},
             "temperature": 1.0,
             "rng": {"torch": torch.get_rng_state(), "sampler": self.sample_gen.get_state(),
@@ -362,11 +463,14 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val_loss:.4f}", val_auc=f"{val_auc:.4f}")
             self._end_epoch(epoch, loss, val_loss, val_auc, train_s, len(order))
             if self.stale >= self.cfg.patience:
-                logger.info("early stop: no val ROC-AUC improvement for %d epochs", self.stale)
+                logger.info("early stop: no val %s improvement for %d epochs", self.cfg.select_by, self.stale)
                 break
 
     def validate(self) -> tuple[float, float]:
-        """Validation loss and ROC-AUC; in DDP each rank scores its share and the results are gathered."""
+        """Validation loss and pooled ROC-AUC; per-group ROC-AUCs go to ``self.val_groups``.
+
+        In DDP each rank scores its share and the results are gathered.
+        """
         images, labels = self.data.images["val"], self.data.labels["val"]
         idx = np.arange(self.dist.rank, len(labels), self.dist.world_size)
         logits = predict_logits(self.model, images[idx], batch_size=max(64, self.cfg.batch_size),
@@ -378,25 +482,29 @@ class Trainer:
         with torch.no_grad():
             val_loss = float(self.loss_fn(torch.from_numpy(all_logits).unsqueeze(1).to(self.hw.device),
                                           torch.from_numpy(labels.astype(np.float32)).unsqueeze(1).to(self.hw.device)))
+        self.val_groups = group_aucs(self.data.splits["val"], labels, all_logits)
         return val_loss, _roc_auc(labels, all_logits)
 
     def _end_epoch(self, epoch: int, loss: float, val_loss: float, val_auc: float, seconds: float, n: int) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
+        groups = getattr(self, "val_groups", {})
+        score = selection_score(self.cfg.select_by, val_auc, groups)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(val_auc if math.isfinite(val_auc) else 0.0)
+            self.scheduler.step(score if math.isfinite(score) else 0.0)
         else:
             self.scheduler.step()
-        improved = math.isfinite(val_auc) and val_auc > self.best_auc
+        improved = math.isfinite(score) and score > self.best_auc
         if improved:
-            self.best_auc, self.stale = val_auc, 0
+            self.best_auc, self.stale = score, 0
         else:
             self.stale += 1
         row = {"epoch": epoch + 1, "train_loss": round(loss, 6), "val_loss": round(val_loss, 6),
-               "val_roc_auc": round(val_auc, 6), "lr": lr, "seconds": round(seconds, 2),
-               "images_per_s": round(n / seconds, 2) if seconds > 0 else None, "best": improved}
+               "val_roc_auc": round(val_auc, 6), "val_select": round(score, 6), "lr": lr, "seconds": round(seconds, 2),
+               "images_per_s": round(n / seconds, 2) if seconds > 0 else None, "best": improved,
+               **{f"val_auc[{k}]": round(v, 6) for k, v in sorted(groups.items())}}
         self.history.append(row)
-        logger.info("epoch %d: loss %.4f val_loss %.4f val_auc %.4f (%.0f img/s)", epoch + 1, loss, val_loss,
-                    val_auc, row["images_per_s"] or 0)
+        logger.info("epoch %d: loss %.4f val_loss %.4f val_auc %.4f %s %.4f (%.0f img/s)", epoch + 1, loss, val_loss,
+                    val_auc, self.cfg.select_by, score, row["images_per_s"] or 0)
         if self.dist.is_main:
             state = self.state(epoch)
             if improved:

@@ -13,6 +13,8 @@ Importing this package registers every loader with :func:`pneumoscan.data.record
 ``shenzhen``            Shenzhen TB set (normals only: specificity holdout)
 ``jsrt``                JSRT nodule database (non-nodule images only: specificity holdout)
 ``pneumoniamnist``      PneumoniaMNIST / MedMNIST+ ``.npz``
+``lungmasks``           the shared lung-mask collection's adult PA normals (Montgomery, Shenzhen)
+``rsna_adult``          the shared RSNA adult sample (manifest with view / age / sex)
 ======================  ======================================================================
 
 Every loader has the signature ``(path: Path, options: dict[str, str]) -> list[Record]``, applies the label policy of
@@ -27,7 +29,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pneumoscan.data.sources import chexpert, jsrt, kermany, medmnist, mimic, nih, openi, rsna, tb  # noqa: F401
+from pneumoscan.data.sources import (  # noqa: F401
+    chexpert,
+    jsrt,
+    kermany,
+    lungmasks,
+    medmnist,
+    mimic,
+    nih,
+    openi,
+    rsna,
+    tb,
+)
 from pneumoscan.errors import ConfigError
 
 __all__ = ["parse_data_options"]

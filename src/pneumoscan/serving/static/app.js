@@ -109,13 +109,22 @@ function digitsFor(p, threshold) {
 function showResult(result, model) {
   const p = result.probability;
   const t = result.threshold;
-  const positive = result.label === model.class_names[model.class_names.length - 1];
+  // The competence gate: an image unlike the model's training images gets no label, and the page says so in words.
+  const outOfScope = result.status === "out_of_scope";
+  const positive = !outOfScope && result.label === model.class_names[model.class_names.length - 1];
   const digits = digitsFor(p, t);
+  $("scope-warning").hidden = !outOfScope;
+  $("scope-reason").textContent = outOfScope ? `Reason: ${result.reason || "not given"}.` : "";
+  $("probability-caption").textContent = outOfScope
+    ? "Model output (for information only: not a probability of pneumonia for this image)"
+    : "Probability of pneumonia";
+  $("probability").classList.toggle("muted-prob", outOfScope);
   $("probability").textContent = fmt(p, digits);
   $("probability").dataset.value = String(p);
+  $("population").textContent = result.population || "–";
   const label = $("label");
-  label.textContent = result.label;
-  label.className = `chip ${positive ? "positive" : "negative"}`;
+  label.textContent = outOfScope ? "OUT OF SCOPE" : result.label;
+  label.className = `chip ${outOfScope ? "out-of-scope" : positive ? "positive" : "negative"}`;
   $("threshold").textContent = fmt(t, digits);
   const fill = $("meter-fill");
   fill.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;

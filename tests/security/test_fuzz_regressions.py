@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fuzz import targets
+
 from pneumoscan.data.io import read_image
 from pneumoscan.errors import CorruptDicomError, http_status
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from tests.security import test_refuse_before_body as raw
 from tests.serving.support import running_server
 
-SHIPPED_ONNX = Path(__file__).resolve().parents[1] / "src/pneumoscan/weights/pneumoscan-efficientnet_lite0-239bec14.onnx"
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "pneumoscan" / "weights"
+SHIPPED_ONNX = WEIGHTS / "pneumoscan-efficientnet_lite0-239bec14.onnx"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     n = seed_corpus(args.target, corpus)
     print(f"fuzzing {args.target} for {args.seconds} s from {n} seeds (corpus {corpus})", flush=True)
 
+    if args.target in ("upload", "multipart"):
+        targets.start_client()  # trains/loads the tiny model now, not inside the first input's -timeout
+
     def one_input(data: bytes) -> None:
         fn(data)
 

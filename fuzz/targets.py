@@ -119,6 +119,11 @@ def _client() -> Any:
     return _CLIENT
 
 
+def start_client() -> None:
+    """Build the upload targets' TestClient now (the tiny model is trained on first use, which takes a while)."""
+    _client()
+
+
 def use_client(client: Any) -> None:
     """Fuzz the uploads against this (already started) TestClient instead of building one."""
     global _CLIENT

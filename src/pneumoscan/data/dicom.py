@@ -44,6 +44,7 @@ COLOUR_PHOTOMETRICS = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "
 # ITU-R BT.601 luma weights: the same as Pillow's ``convert("L")``, so DICOM and PNG/JPEG colour inputs agree.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_PIXEL_TAG_NUMBERS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 # First-element groups of a preamble-less ("raw") DICOM stream: file meta (0002), identifying (0008), or, for
 # stripped-down exports, patient (0010), acquisition (0018), relationship (0020) or image (0028) groups.
 _RAW_FIRST_GROUPS = frozenset({0x0002, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028})
@@ -123,6 +124,13 @@ def read_dataset(fp: BinaryIO, name: str, *, raw: bool, header_only: bool = Fals
         raise CorruptDicomError(name, f"truncated or corrupt DICOM ({one_line(err)})") from err
     if not raw and len(ds) == 0:
         raise CorruptDicomError(name, "truncated or corrupt DICOM (no data elements after the file header)")
+    try:
+        _convert_all(ds.file_meta)
+        _convert_all(ds)
+    except Exception as err:  # broad on purpose: pydicom raises many types on malformed elements (see below)
+        if raw:
+            raise UnsupportedImageError(name, _unrecognised(fp)) from err
+        raise CorruptDicomError(name, f"truncated or corrupt DICOM header ({one_line(err)})") from err
     if raw:
         try:
             is_image = "Rows" in ds and "Columns" in ds and (ds.get("SOPClassUID") or any(t in ds for t in _PIXEL_TAGS))
@@ -132,6 +140,22 @@ def read_dataset(fp: BinaryIO, name: str, *, raw: bool, header_only: bool = Fals
             raise UnsupportedImageError(name, _unrecognised(fp))
         _set_transfer_syntax(ds)
     return ds
+
+
+def _convert_all(ds: Dataset) -> None:
+    """Parse every data element now (recursing into sequences), except the bulk pixel data.
+
+    pydicom parses elements lazily, on first access, so a malformed element (an unknown VR, a value that does not
+    fit its VR) would otherwise raise — NotImplementedError, ValueError, ... — wherever the decoder first reads it.
+    Converting them all here keeps every such failure inside :func:`read_dataset`, as one corrupt-DICOM error.
+    """
+    for tag in list(ds.keys()):
+        if tag in _PIXEL_TAG_NUMBERS:
+            continue  # the pixel data: its failures are pixel decoding errors, and a deferred read would load it
+        elem = ds[tag]
+        if elem.VR == "SQ" and elem.value:
+            for item in elem.value:
+                _convert_all(item)
 
 
 def _unrecognised(fp: BinaryIO) -> str:

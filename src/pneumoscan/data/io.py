@@ -229,8 +229,26 @@ def probe_image(source: ImageSource, *, name: str | None = None) -> ImageInfo:
                 bits_stored=_mode_bits(im.mode),
                 photometric=im.mode,
                 channels=len(im.getbands()),
-                frames=int(getattr(im, "n_frames", 1) or 1),
+                frames=_frame_count(im, label),
             )
+
+
+def _frame_count(im: Image.Image, name: str) -> int:
+    """Frames (pages) in a Pillow image; 1 when a later frame's header is unreadable (we only read the first).
+
+    Counting TIFF pages walks every IFD, so a corrupt later page raises (TypeError, OSError, ...) here, not in
+    ``load()``.
+    """
+    try:
+        return max(int(getattr(im, "n_frames", 1) or 1), 1)
+    except Exception as err:  # broad on purpose: Pillow raises many types while walking corrupt page headers
+        logger.warning("%s: cannot count the frames (%s); reading the first", name, _dicom.one_line(err))
+        try:
+            im.seek(0)
+        except Exception as seek_err:  # broad on purpose, as above
+            raise CorruptImageError(name, f"truncated or corrupt {im.format} ({_dicom.one_line(seek_err)})") \
+                from seek_err
+        return 1
 
 
 def _mode_bits(mode: str) -> int:
@@ -268,7 +286,7 @@ def _open_pillow(fp: BinaryIO, fmt: str, name: str, *, max_pixels: int | None) -
 
 def _read_pillow(fp: BinaryIO, fmt: str, name: str, max_pixels: int) -> np.ndarray:
     with _open_pillow(fp, fmt, name, max_pixels=max_pixels) as im:
-        frames = int(getattr(im, "n_frames", 1) or 1)
+        frames = _frame_count(im, name)
         if frames > 1:
             logger.warning("%s: %s has %d frames; using the first", name, fmt, frames)
         try:

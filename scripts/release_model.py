@@ -26,7 +26,8 @@ from pneumoscan.training.checkpoint import file_digest, load_checkpoint, save_ch
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "pneumoscan" / "weights"
 KEEP = ("format_version", "model", "state_dict", "epoch", "best_metric", "config", "class_names", "preprocess",
-        "threshold", "threshold_rule", "operating_points", "temperature", "history", "version", "created", "data")
+        "threshold", "threshold_rule", "operating_points", "temperature", "history", "version", "created", "data",
+        "gate", "populations", "default_population")
 HEADLINE = ("accuracy", "recall", "specificity", "precision", "f1", "roc_auc", "pr_auc")
 
 

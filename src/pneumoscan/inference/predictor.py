@@ -300,6 +300,7 @@ class Predictor:
 
     def predict_prepared(self, batch: np.ndarray, names: Sequence[str], *,
                          chroma: Sequence[float | None] | None = None,
+                         lung_fractions: Sequence[float | None] | None = None,
                          population: str | None = None) -> list[Prediction]:
         """Score and gate uint8 (N, S, S) prepared images: one :class:`Prediction` each, in order.
 
@@ -307,10 +308,14 @@ class Predictor:
             batch: prepared images.
             names: what each result's ``path`` says.
             chroma: per image, the file's colourfulness (:func:`pneumoscan.inference.gate.colourfulness`).
+            lung_fractions: per image, the share of lung pixels when a lung model already measured it (e.g. the
+                lung-crop geometry); default: the :attr:`lung_fraction` hook, if set.
             population: operating point for these images (None: the selected one).
         """
         probs, feats = self.scores_from_prepared(batch)
-        lungs = [self.lung_fraction(im) for im in batch] if self.lung_fraction is not None else None
+        lungs = lung_fractions
+        if lungs is None and self.lung_fraction is not None:
+            lungs = [self.lung_fraction(im) for im in batch]
         decisions = self.gate.assess(batch, feats, chroma=chroma, lung_fractions=lungs)
         return [self.result(name, float(p), d, population=population)
                 for name, p, d in zip(names, probs, decisions, strict=True)]

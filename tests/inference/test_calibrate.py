@@ -204,3 +204,20 @@ def test_training_fits_the_gate_when_validation_is_large_enough(tmp_path: Path) 
     assert state["gate"]["threshold"] > 0 and state["default_population"] in state["populations"]
     report = json.loads((run / "gate_report.json").read_text())
     assert report["probes_caught"]["black"]["caught_rate"] == 1.0
+
+
+def test_calibrate_with_onnx_features_gives_the_same_gate(tiny: TinyModel, gated: tuple[Path, dict],
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    target, _ = gated
+    via_onnx = tmp_path / "onnx-gated.pt"
+    assert main(["calibrate", "--checkpoint", str(tiny.checkpoint), "--onnx", str(tiny.onnx), "--output",
+                 str(via_onnx)]) == 0
+    a = torch.load(target, weights_only=True)["gate"]
+    b = torch.load(via_onnx, weights_only=True)["gate"]
+    assert b["threshold"] == pytest.approx(a["threshold"], rel=1e-3)
+    # an export of another checkpoint is refused
+    assert main(["calibrate", "--checkpoint", str(target), "--onnx", str(tiny.onnx), "--output",
+                 str(tmp_path / "x.pt")]) == 2
+    assert "is an export of" in capsys.readouterr().err

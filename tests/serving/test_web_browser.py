@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.fixtures import write_dicom, write_png
@@ -45,6 +46,7 @@ def test_web_page_end_to_end(tiny: TinyModel, tmp_path: Path) -> None:
 
     png = write_png(tmp_path / "chest_pa.png", xray(21, 256))
     dcm = write_dicom(tmp_path / "chest_cr.dcm", xray(22, 192, positive=False), photometric="MONOCHROME2")
+    black = write_png(tmp_path / "black.png", np.zeros((128, 128), np.uint8))
     junk = tmp_path / "notes.png"
     junk.write_bytes(b"this is a text file with a .png name")
 
@@ -111,10 +113,20 @@ def test_web_page_end_to_end(tiny: TinyModel, tmp_path: Path) -> None:
             assert page.is_hidden("#result")
             page.screenshot(path=str(SCREENSHOT_DIR / "pneumoscan_page_error.png"), full_page=True)
 
+            # A black image: the competence gate refuses it, and the page says so in words, with no label.
+            page.set_input_files("#file-input", str(black))
+            _wait_result(page, black.name)
+            page.wait_for_selector("#scope-warning:not([hidden])", timeout=30_000)
+            assert "Out of scope" in (page.text_content("#scope-warning") or "")
+            assert "blank" in (page.text_content("#scope-reason") or "")
+            assert page.text_content("#label") == "OUT OF SCOPE"
+            page.screenshot(path=str(SCREENSHOT_DIR / "pneumoscan_page_out_of_scope.png"), full_page=True)
+
             # And a good file works again afterwards.
             page.set_input_files("#file-input", str(png))
             _wait_result(page, png.name)
             assert page.is_hidden("#error")
+            assert page.is_hidden("#scope-warning") and page.text_content("#label") in ("NORMAL", "PNEUMONIA")
 
             assert foreign == [], f"the page requested outside the server: {foreign}"
             # Expected: the 401 of the first model request (before the key was entered) and the 415 of the junk file.

@@ -33,9 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-train", type=int, default=3000, help="training images used to fit the gate (sampled)")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="share of validation chest X-rays the gate accepts (its threshold is this quantile)")
+    p.add_argument("--probe-xrays", type=int, default=150,
+                   help="validation X-rays turned into each probe kind (inverted, rotated, ...) for the report")
     p.add_argument("--components", type=int, default=64, help="principal components of the features kept")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
+    p.add_argument("--onnx", type=Path, help="an ONNX export of this checkpoint to compute the features with (faster "
+                                           "on CPUs; must carry the 'features' output)")
     p.add_argument("--report", type=Path, help="also write the validation report as JSON here")
     p.add_argument("--features-out", type=Path, help="keep the computed features in this .npz (for study)")
     p.set_defaults(func=run)
@@ -58,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                                   val_fraction=args.val_fraction, splits_csv=args.splits,
                                   data_options=options or None, max_train=args.max_train, quantile=args.quantile,
                                   n_components=args.components, batch_size=args.batch_size, device=args.device,
-                                  features_out=args.features_out, progress=progress)
+                                  features_out=args.features_out, onnx=args.onnx, probe_xrays=args.probe_xrays,
+                                  progress=progress)
     for bar in bars.values():
         bar.close()
     if args.report:

@@ -326,6 +326,7 @@ class Predictor:
 
     def predict_prepared(self, batch: np.ndarray, names: Sequence[str], *,
                          chroma: Sequence[float | None] | None = None,
+                         lung_fractions: Sequence[float | None] | None = None,
                          population: str | None = None,
                          lungs: Sequence[dict[str, Any] | None] | None = None) -> list[Prediction]:
         """Score and gate uint8 (N, S, S) prepared images: one :class:`Prediction` each, in order.
@@ -334,11 +335,15 @@ class Predictor:
             batch: prepared images.
             names: what each result's ``path`` says.
             chroma: per image, the file's colourfulness (:func:`pneumoscan.inference.gate.colourfulness`).
+            lung_fractions: per image, the share of lung pixels when a lung model already measured it (e.g. the
+                lung-crop geometry); default: the :attr:`lung_fraction` hook, if set.
             population: operating point for these images (None: the selected one).
             lungs: per image, the lung-crop report of a lung-crop model (:meth:`prepare_with_lungs`).
         """
         probs, feats = self.scores_from_prepared(batch)
-        fractions = [self.lung_fraction(im) for im in batch] if self.lung_fraction is not None else None
+        fractions = lung_fractions
+        if fractions is None and self.lung_fraction is not None:
+            fractions = [self.lung_fraction(im) for im in batch]
         decisions = self.gate.assess(batch, feats, chroma=chroma, lung_fractions=fractions)
         reports = list(lungs) if lungs is not None else [None] * len(names)
         return [self.result(name, float(p), d, population=population, lungs=report)

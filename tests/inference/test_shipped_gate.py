@@ -38,13 +38,21 @@ def not_xrays(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"photo": photo, "black": black, "inverted": inverted}
 
 
-def test_shipped_model_has_a_gate_and_its_population() -> None:
+def _state() -> dict:
     import torch
 
-    state = torch.load(WEIGHTS / _shipped()["checkpoint"], weights_only=True)
-    assert state["gate"]["threshold"] > 0 and state["default_population"] == "pediatric"
-    assert list(state["populations"]) == ["pediatric"]
-    assert state["populations"]["pediatric"]["threshold"] == state["threshold"]
+    return torch.load(WEIGHTS / _shipped()["checkpoint"], weights_only=True)
+
+
+def test_shipped_model_has_a_gate_and_its_populations() -> None:
+    """MODEL_CARD.md, "Thresholds and populations": default `all` at the model's threshold, `pediatric` with its
+    own, the adult views without one (too few validation images)."""
+    state = _state()
+    assert state["gate"]["threshold"] > 0 and state["default_population"] == "all"
+    pops = state["populations"]
+    assert pops["all"]["threshold"] == pytest.approx(state["threshold"], abs=1e-6)
+    assert pops["pediatric"]["threshold"] is not None
+    assert pops["adult_pa"]["threshold"] is None and pops["adult_ap"]["threshold"] is None
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
@@ -59,7 +67,7 @@ def test_predict_refuses_photo_black_and_inverted(not_xrays: dict[str, Path], tm
         assert rows[name]["reason"]
     labelled = [rows[p.stem] for p in xrays]
     assert sum(r["status"] == "ok" for r in labelled) >= len(labelled) - 1  # real X-rays: labelled (<= 1 refused)
-    assert all(r["population"] == "pediatric" for r in rows.values())
+    assert all(r["population"] == _state()["default_population"] for r in rows.values())
 
 
 def test_api_refuses_photo_black_and_inverted(not_xrays: dict[str, Path]) -> None:
@@ -70,13 +78,14 @@ def test_api_refuses_photo_black_and_inverted(not_xrays: dict[str, Path]) -> Non
 
     with TestClient(create_app(ServeSettings(precision="fp32"))) as client:
         model = client.get("/v1/model").json()
-        assert model["default_population"] == "pediatric" and model["gate"]["distribution_check"]
+        default = _state()["default_population"]
+        assert model["default_population"] == default and model["gate"]["distribution_check"]
         for name, path in not_xrays.items():
             r = client.post("/v1/predict", files=[("files", (path.name, path.read_bytes(), "image/png"))])
             assert r.status_code == 200, r.text
             (result,) = r.json()["results"]
             assert result["status"] == "out_of_scope" and result["label"] is None, (name, result)
-            assert result["population"] == "pediatric"
+            assert result["population"] == default
         xray = EXAMPLES / "NORMAL" / "IM-0061-0001.jpeg"
         r = client.post("/v1/predict", files=[("files", (xray.name, xray.read_bytes(), "image/jpeg"))])
         assert r.json()["results"][0]["status"] == "ok"

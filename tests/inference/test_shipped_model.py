@@ -101,9 +101,15 @@ def test_shipped_model_reproduces_its_rsna_adult_within_view_figures(shared_data
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_shipped_model_reproduces_its_lung_masks_normal_specificity(shared_data: Path, tmp_path: Path) -> None:
-    """On the held-out lung_masks normals (adults, two more hospitals) predict gives the stated specificity."""
+    """On the held-out lung_masks normals (adults, two more hospitals) predict gives the stated specificity.
+
+    The stated figure measures the model (as ``evaluate`` does, every image scored at the threshold); the competence
+    gate may refuse a few of these images, which then get no label: they are counted by probability here, and the
+    refusals are bounded separately (MODEL_CARD.md: 2 of 90 when measured)."""
     held = _heldout("lung_masks")
     paths = [shared_data / "lung_masks" / "images" / f"{stem}.jpg" for stem in held["patient_ids"]]
     preds = _predict_probs(paths, tmp_path)
-    normal = sum(preds[p.name]["label"] == "NORMAL" for p in paths)
+    normal = sum(float(preds[p.name]["probability"]) < float(preds[p.name]["threshold"]) for p in paths)
     assert round(normal / len(paths), 3) == round(held["specificity"], 3)
+    refused = sum(preds[p.name]["status"] == "out_of_scope" for p in paths)
+    assert refused <= 0.05 * len(paths)

@@ -11,7 +11,7 @@ Rows (all on the shipped model unless ``--checkpoint``):
 - ``batch``: ``pneumoscan batch`` in a subprocess on a local Ray cluster of ``--num-cpus``, wall time from start to
   exit (Ray start-up included), and its steady rate from the first committed row to the last.
 
-Example (the BENCHMARKS.md §5 run)::
+Example (the BENCHMARKS.md §7 run)::
 
     flock /tmp/pneumoscan-heavy.lock python benchmarks/batch_throughput.py \\
         --data ../shared/data/kermany224 --num-cpus 2 --json runs/bench-batch.json

@@ -20,7 +20,7 @@ Resource plan (defaults; ``--actors`` / ``--threads`` override):
 - GPUs present: one actor per GPU (``num_gpus=1``), decode tasks on the CPUs.
 - CPU only: ``cpus - max(1, cpus // 4)`` actors (at least one), each with ``cpus // actors`` intra-op threads, and
   the remaining quarter of the CPUs for decode tasks: on the measured shipped model, decoding a 224 px JPEG costs
-  about a fifth of scoring it (BENCHMARKS.md §5). On 2 cores: one actor with 2 threads, decode beside it.
+  about a fifth of scoring it (BENCHMARKS.md §7). On 2 cores: one actor with 2 threads, decode beside it.
 """
 
 from __future__ import annotations

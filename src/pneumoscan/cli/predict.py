@@ -133,13 +133,14 @@ def _table(rows: list[dict[str, Any]]) -> str:
         path = r["path"] if len(r["path"]) <= width else "…" + r["path"][-(width - 1):]
         if r["error"]:
             lines.append(f"{path:<{width}}  {'-':>12}  ERROR: {r['error']}")
-        elif r.get("status") == "out_of_scope":
+            continue
+        lungs = r.get("lungs") or {}
+        note = "  (no lungs found: full image used)" if lungs and not lungs.get("lungs_found") else ""
+        if r.get("status") == "out_of_scope":
             # The probability of an image the model cannot judge is no finding: bracketed, no label.
             prob = f"({r['probability']:.4f})"
-            lines.append(f"{path:<{width}}  {prob:>12}  OUT OF SCOPE: {r.get('reason')}")
+            lines.append(f"{path:<{width}}  {prob:>12}  OUT OF SCOPE: {r.get('reason')}{note}")
         else:
-            lungs = r.get("lungs") or {}
-            note = "  (no lungs found: full image used)" if lungs and not lungs.get("lungs_found") else ""
             if r.get("heatmap_lung_fraction") is not None:
                 note += f"  heatmap {r['heatmap_lung_fraction']:.0%} in lungs"
             lines.append(f"{path:<{width}}  {r['probability']:>12.4f}  {r['label']}{note}")

@@ -81,8 +81,12 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = {**asdict(self), "version": PREPROCESS_VERSION}
-        if not self.lung_crop:  # keep the stored form of every pre-lung-crop config byte for byte
+        # Keep the stored form of every config that uses neither option byte for byte (checkpoints, ONNX metadata).
+        if not self.lung_crop:
             for key in ("lung_crop", "lung_margin", "lung_dim", "lung_model"):
+                out.pop(key)
+        if self.intensity == "none":
+            for key in ("intensity", "clahe_clip", "clahe_grid"):
                 out.pop(key)
         return out
 

@@ -408,7 +408,7 @@ def resolve_backend(backend: str, path: str | Path | None = None, *, heatmaps: b
     ``auto`` is the fastest backend that gives the same answers: ONNX Runtime for an ``.onnx`` file, and for the
     shipped model when its export and onnxruntime are both there (it computes the fp32 probabilities: on all 5,856
     kermany224 images the same labels as PyTorch, largest probability difference 1.7e-5, about 3x faster end to end;
-    BENCHMARKS.md section 5). PyTorch when Grad-CAM heatmaps are wanted (they need gradients through the torch
+    BENCHMARKS.md section 7). PyTorch when Grad-CAM heatmaps are wanted (they need gradients through the torch
     model), when a ``precision`` other than fp32 is asked (an autocast setting only torch has), for a ``.pt``
     checkpoint (its export, if any, is a separate file the user names), or when no ONNX route exists.
     """

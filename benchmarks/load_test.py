@@ -97,13 +97,17 @@ def _free_port() -> int:
 
 
 @contextmanager
-def started_server(checkpoint: str | None, backend: str, extra: list[str], timeout: float = 180.0) -> Iterator[str]:
-    """Run ``pneumoscan serve`` on a free 127.0.0.1 port for the duration of the block; yields its URL."""
+def server_process(checkpoint: str | None, backend: str, extra: list[str], timeout: float = 180.0,
+                   log_prefix: str = "pneumoscan-load-") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``pneumoscan serve`` on a free 127.0.0.1 port for the duration of the block; yields (URL, process).
+
+    Stopped with SIGINT at the end (killed when it does not stop within 30 s); its log goes to a temp file named in
+    every error."""
     port = _free_port()
     cmd = [sys.executable, "-m", "pneumoscan.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--backend", backend, *(["--checkpoint", checkpoint] if checkpoint else []), *extra]
     env = {k: v for k, v in os.environ.items() if k != "PNEUMOSCAN_API_KEY"}
-    log = tempfile.NamedTemporaryFile(prefix="pneumoscan-load-", suffix=".log", delete=False)  # noqa: SIM115
+    log = tempfile.NamedTemporaryFile(prefix=log_prefix, suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -120,16 +124,23 @@ def started_server(checkpoint: str | None, backend: str, extra: list[str], timeo
             if time.monotonic() > deadline:
                 raise SystemExit(f"server did not start in {timeout:.0f} s; log: {log.name}")
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+@contextmanager
+def started_server(checkpoint: str | None, backend: str, extra: list[str], timeout: float = 180.0) -> Iterator[str]:
+    """Run ``pneumoscan serve`` on a free 127.0.0.1 port for the duration of the block; yields its URL."""
+    with server_process(checkpoint, backend, extra, timeout) as (url, _proc):
+        yield url
 
 
 async def run_load(url: str, image: bytes, *, requests: int, concurrency: int, time_limit: float, warmup: int,

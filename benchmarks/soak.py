@@ -20,10 +20,8 @@ import asyncio
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -102,39 +100,10 @@ def read_rss_mb(pid: int) -> float:
 def server(checkpoint: str | None, backend: str, extra: list[str], timeout: float = 300.0) -> Iterator[
         tuple[str, subprocess.Popen[bytes]]]:
     """``pneumoscan serve`` on a free 127.0.0.1 port; yields (URL, process); stopped with SIGINT at the end."""
-    from benchmarks.load_test import _free_port
+    from benchmarks.load_test import server_process
 
-    port = _free_port()
-    cmd = [sys.executable, "-m", "pneumoscan.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--backend", backend, "--no-access-log", *(["--checkpoint", checkpoint] if checkpoint else []), *extra]
-    env = {k: v for k, v in os.environ.items() if k != "PNEUMOSCAN_API_KEY"}
-    log = tempfile.NamedTemporaryFile(prefix="pneumoscan-soak-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited with {proc.returncode}; log {log.name}:\n"
-                                 f"{Path(log.name).read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server did not start in {timeout:.0f} s; log {log.name}")
-            time.sleep(0.3)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
+    with server_process(checkpoint, backend, ["--no-access-log", *extra], timeout, "pneumoscan-soak-") as running:
+        yield running
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from pneumoscan.training.checkpoint import load_checkpoint
 from tests.training.conftest import train_args
 
 
+@pytest.mark.slow  # ~17 s of two torchrun processes on 2 cores; keeps the default suite under 5 minutes
 def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -7,7 +7,7 @@ uint8 images already resized (normalisation, forward pass, calibration) — not 
 - batch throughput: images per second at ``--batch-size``.
 
 bf16 is measured only where it can pay off: on CUDA, or on a CPU with bf16 matrix units (AVX512-BF16 / AMX; see
-``pneumoscan.training.hardware.cpu_has_bf16``). Elsewhere bf16 is emulated and slower; it is skipped with a note, or
+``pneumoscan.models.hardware.cpu_has_bf16``). Elsewhere bf16 is emulated and slower; it is skipped with a note, or
 measured and labelled "emulated" with ``--force-bf16``.
 
 Examples::
@@ -77,7 +77,7 @@ def checkpoint_for_model(name: str, image_size: int, folder: Path) -> Path:
     """A checkpoint with randomly initialised weights, so an architecture can be timed without training it."""
     from pneumoscan.data.preprocess import PreprocessConfig
     from pneumoscan.models import create_model
-    from pneumoscan.training.checkpoint import save_checkpoint
+    from pneumoscan.models.checkpoint import save_checkpoint
 
     model = create_model(name)
     state = {"format_version": 1, "model": {"name": name, "num_classes": 1, "in_chans": 1},
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pneumoscan.export.onnx import export_onnx
     from pneumoscan.inference.predictor import Predictor
-    from pneumoscan.training.hardware import cpu_has_bf16, resolve_hardware
+    from pneumoscan.models.hardware import cpu_has_bf16, resolve_hardware
 
     with tempfile.TemporaryDirectory(prefix="pneumoscan-speed-") as tmp:
         checkpoint = args.checkpoint or checkpoint_for_model(args.model, args.image_size, Path(tmp))

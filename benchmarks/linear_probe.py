@@ -46,8 +46,8 @@ def probe_one(init: str, args: argparse.Namespace, data: object) -> dict[str, ob
     import torch
 
     from pneumoscan.models import create_model
+    from pneumoscan.models.hardware import resolve_hardware
     from pneumoscan.training.config import TrainConfig
-    from pneumoscan.training.hardware import resolve_hardware
     from pneumoscan.training.pretrain import embed, linear_probe, load_init_weights
     from pneumoscan.training.trainer import preprocess_for
 

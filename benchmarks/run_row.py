@@ -191,8 +191,8 @@ def _median_train_ips(metrics_csv: Path) -> float | None:
 
 def collect_row(out: Path, commands: dict[str, str], infer: tuple[float, str]) -> dict[str, Any]:
     """Everything the table needs, from the run folder and the evaluation."""
+    from pneumoscan.models.checkpoint import build_model_from_checkpoint, load_checkpoint
     from pneumoscan.models.registry import count_parameters
-    from pneumoscan.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     train_dir, test_dir = out / "train", out / "test"
     summary, data_info = _read_json(train_dir / "summary.json"), _read_json(train_dir / "data.json")
@@ -228,7 +228,7 @@ def _init_kind(config: dict[str, Any]) -> str:
     if not init_from:
         return "scratch"
     try:
-        from pneumoscan.training.checkpoint import load_checkpoint
+        from pneumoscan.models.checkpoint import load_checkpoint
 
         kind = load_checkpoint(init_from).get("kind")
     except Exception:  # noqa: BLE001 - the file may have moved since; the row is still valid

@@ -5,7 +5,7 @@ is a cycle the model does not get. The target is a pipeline at ≥ 90% of pure c
 process, for one architecture and image size:
 
 - **compute**: forward + backward + optimizer step on a batch tensor already in memory, already normalised and in
-  the model's memory format, under the autocast that :func:`pneumoscan.training.hardware.resolve_hardware` chose —
+  the model's memory format, under the autocast that :func:`pneumoscan.models.hardware.resolve_hardware` chose —
   the upper bound for training speed;
 - **pipeline**: :func:`pneumoscan.training.engine.train_one_epoch` — exactly what ``pneumoscan train`` runs — over a
   uint8 image cache memory-mapped from disk (decoded once by :func:`pneumoscan.data.cache.load_or_build` for
@@ -44,11 +44,12 @@ from torch import nn
 
 from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.errors import ConfigError, DataError, PneumoError
+from pneumoscan.models import hardware
+from pneumoscan.models.precision import PRECISIONS, autocast
 from pneumoscan.models.registry import count_parameters, create_model
-from pneumoscan.training import hardware
 from pneumoscan.training.augment import BatchAugment
 from pneumoscan.training.config import AugmentConfig
-from pneumoscan.training.engine import autocast, batches, to_input, train_one_epoch
+from pneumoscan.training.engine import batches, to_input, train_one_epoch
 
 logger = logging.getLogger("benchmarks.train_throughput")
 
@@ -261,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="image cache folder for --data (default: pneumoscan's)")
     p.add_argument("--workers", type=int, default=0, help="decode processes for the cache (0 = all cores)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", default="auto", choices=hardware.PRECISIONS,
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="autocast when not comparing (auto: as training would choose)")
     p.add_argument("--compare-precision", action="store_true", help="measure fp32 and bf16")
     p.add_argument("--no-channels-last", action="store_true", help="measure NCHW instead of channels-last")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pneumoscan.training.checkpoint import file_digest, load_checkpoint, save_checkpoint
+from pneumoscan.models.checkpoint import file_digest, load_checkpoint, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "pneumoscan" / "weights"
 KEEP = ("format_version", "model", "state_dict", "epoch", "best_metric", "config", "class_names", "preprocess",

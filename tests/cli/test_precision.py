@@ -13,11 +13,11 @@ import pytest
 
 from pneumoscan.cli.main import main
 from pneumoscan.inference.predictor import Predictor, inference_precision
-from pneumoscan.training.checkpoint import load_checkpoint, save_checkpoint
+from pneumoscan.models.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _cpu_reports_bf16_units() -> bool:
-    """Read /proc/cpuinfo here, independently of pneumoscan.training.hardware, so the tests below do not take their
+    """Read /proc/cpuinfo here, independently of pneumoscan.models.hardware, so the tests below do not take their
     expectation from the code they check (on a CPU without the file, lscpu's flags line is used)."""
     text = ""
     cpuinfo = Path("/proc/cpuinfo")

@@ -24,7 +24,7 @@ def test_shipped_weights_are_small_and_named_by_hash() -> None:
     info = _model_json()
     path = WEIGHTS / info["checkpoint"]
     assert path.stat().st_size <= 25 * 1024 * 1024
-    from pneumoscan.training.checkpoint import file_digest
+    from pneumoscan.models.checkpoint import file_digest
 
     assert info["checkpoint"].endswith(f"-{file_digest(path, 8)}.pt")
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pneumoscan.errors import CheckpointError, ModelNotFoundError, PretrainedWeightsError
+from pneumoscan.models.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from pneumoscan.models.registry import create_model, get_spec, gradcam_layer, list_models
-from pneumoscan.training.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 
 NAMES = [spec.name for spec in list_models()]
 # Inception-v3's stem needs at least 75 px; the others accept less, and 64 px keeps their forward passes short.

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from pneumoscan.training.checkpoint import TEMP_FILE, load_checkpoint, remove_stale_temp_files
+from pneumoscan.models.checkpoint import TEMP_FILE, load_checkpoint, remove_stale_temp_files
 from tests.fixtures import make_dataset_folder
 
 CHILD = r"""

@@ -41,7 +41,7 @@ def test_train_and_predict_with_lung_crop(tiny_lung_model: Path, crop_run: Path,
     from pneumoscan.data.cache import load_or_build
     from pneumoscan.inference.lungs import shipped_lung_name
     from pneumoscan.inference.predictor import Predictor
-    from pneumoscan.training.checkpoint import load_checkpoint
+    from pneumoscan.models.checkpoint import load_checkpoint
 
     run = crop_run
     pre = load_checkpoint(run / "best.pt")["preprocess"]
@@ -79,7 +79,7 @@ def test_train_and_predict_with_lung_crop(tiny_lung_model: Path, crop_run: Path,
 
 def test_without_lung_crop_nothing_changes(chest_data: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from pneumoscan.training.checkpoint import load_checkpoint
+    from pneumoscan.models.checkpoint import load_checkpoint
 
     run = tmp_path / "plain"
     assert _train(chest_data, run) == 0

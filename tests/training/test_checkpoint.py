@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pneumoscan.errors import CheckpointError
-from pneumoscan.training.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from pneumoscan.models.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
 
 
 class _Evil:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pneumoscan.training.checkpoint import load_checkpoint
+from pneumoscan.models.checkpoint import load_checkpoint
 from tests.training.conftest import train_args
 
 

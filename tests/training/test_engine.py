@@ -8,8 +8,8 @@ import torch
 
 from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.models import create_model
+from pneumoscan.models.hardware import resolve_hardware
 from pneumoscan.training.engine import batches, predict_logits, recompute_bn_stats, to_input, train_one_epoch
-from pneumoscan.training.hardware import resolve_hardware
 
 SIDE = 32
 

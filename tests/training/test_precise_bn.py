@@ -12,10 +12,10 @@ from torch import nn
 from pneumoscan.cli.main import main
 from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.errors import ConfigError
-from pneumoscan.training.checkpoint import load_checkpoint
+from pneumoscan.models.checkpoint import load_checkpoint
+from pneumoscan.models.hardware import resolve_hardware
 from pneumoscan.training.config import TrainConfig
 from pneumoscan.training.engine import recompute_bn_stats
-from pneumoscan.training.hardware import resolve_hardware
 from tests.training.conftest import train_args
 
 

@@ -13,7 +13,7 @@ import torch
 from pneumoscan.cli.main import main
 from pneumoscan.errors import ConfigError
 from pneumoscan.models import create_model
-from pneumoscan.training.checkpoint import load_checkpoint
+from pneumoscan.models.checkpoint import load_checkpoint
 from pneumoscan.training.config import TrainConfig
 from pneumoscan.training.pretrain import classifier_keys, load_init_weights, nt_xent_loss
 from pneumoscan.training.trainer import build_model, preprocess_for

@@ -12,8 +12,8 @@ import torch
 from pneumoscan.cli.main import main
 from pneumoscan.data.records import Record
 from pneumoscan.errors import ConfigError
+from pneumoscan.models.checkpoint import load_checkpoint
 from pneumoscan.training.augment import BatchAugment
-from pneumoscan.training.checkpoint import load_checkpoint
 from pneumoscan.training.config import AugmentConfig, TrainConfig
 from pneumoscan.training.trainer import (
     _group_weights,

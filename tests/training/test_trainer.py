@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pneumoscan.cli.main import main
-from pneumoscan.training.checkpoint import load_checkpoint
+from pneumoscan.models.checkpoint import load_checkpoint
 from tests.fixtures import write_png
 from tests.training.conftest import train_args
 

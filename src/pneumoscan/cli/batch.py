@@ -14,6 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pneumoscan.models.precision import PRECISIONS
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", type=int, default=2048, help="rows per Parquet shard (at most this is redone "
                                                                  "after a kill)")
     p.add_argument("--device", default="auto", help="torch device (auto: cuda on GPU actors, else cpu)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="torch autocast (auto: the precision the model was calibrated in, when native)")
     p.add_argument("--max-pixels", type=int, help="largest decoded image, width x height (default 50,000,000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

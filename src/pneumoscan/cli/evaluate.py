@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from pneumoscan.errors import ConfigError
+from pneumoscan.models.precision import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, help="folder for metrics.json, report.html, …")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="torch autocast; auto: the precision the model's threshold was fitted in, when this hardware "
                         "runs it natively (else fp32)")
     p.add_argument("--population", help="count labels at this population's threshold (default: the model's default "

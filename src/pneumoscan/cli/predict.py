@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoscan.errors import DataError
+from pneumoscan.models.precision import PRECISIONS
 
 logger = logging.getLogger(__name__)
 FIELDS = ("path", "status", "probability", "label", "threshold", "population", "model", "version", "reason",
@@ -40,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--population", help="operating point to label at (default: the model's default population; "
                                         "`pneumoscan models --checkpoint` or GET /v1/model list them)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="torch autocast; auto: the precision the model's threshold was fitted in, when this hardware "
                         "runs it natively (else fp32). bf16 is faster on CPUs with bf16 units but shifts probabilities")
     p.set_defaults(func=run)

@@ -18,6 +18,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from pneumoscan.models.precision import PRECISIONS
+
 logger = logging.getLogger(__name__)
 
 _AUGMENT = ("rotation", "hflip", "zoom", "translate", "brightness", "contrast")
@@ -49,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0, help="as for pneumoscan train (must match it for the split)")
     p.add_argument("--max-train-images", type=int)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--cache-dir", type=Path)

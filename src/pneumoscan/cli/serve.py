@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoscan.errors import ConfigError, require
+from pneumoscan.models.precision import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "shipped model with its export, torch (Grad-CAM heatmaps) for a .pt checkpoint or a "
                         "--precision other than fp32")
     p.add_argument("--device", help="torch device: auto (default), cpu, cuda[:N]")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="torch autocast (default auto: the precision the model was calibrated in, when native here; "
                         "else fp32)")
     p.add_argument("--population", help="operating point to label at (default: the model's default population)")

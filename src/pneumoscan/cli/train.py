@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoscan.errors import ConfigError
+from pneumoscan.models.precision import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, help="early stopping: epochs without val ROC-AUC gain (default 5)")
     p.add_argument("--threshold-rule", choices=THRESHOLD_RULES, help="how the default threshold is chosen on val")
     p.add_argument("--target-sensitivity", type=float, help="for --threshold-rule sensitivity (default 0.95)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="autocast (auto: by hardware)")
+    p.add_argument("--precision", choices=PRECISIONS, help="autocast (auto: by hardware)")
     p.add_argument("--device", help="auto, cpu or cuda[:N]")
     p.add_argument("--workers", type=int, help="decode processes for the image cache (0 = all cores)")
     p.add_argument("--max-train-images", type=int, help="train on a random subset (quick experiments); 0 = all images")
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _resume_config(args: argparse.Namespace) -> Any:
     """On --resume without --data, the saved config is used; explicit --epochs/--patience may extend it."""
-    from pneumoscan.training.checkpoint import load_checkpoint
+    from pneumoscan.models.checkpoint import load_checkpoint
     from pneumoscan.training.config import TrainConfig
 
     last = Path(args.output) / "last.pt"

@@ -200,7 +200,7 @@ def calibrate_checkpoint(checkpoint: str | Path, output: str | Path, *, data: Se
     from pneumoscan.inference.gate import fit_gate
     from pneumoscan.inference.populations import fit_populations
     from pneumoscan.inference.predictor import Predictor, info_from_checkpoint
-    from pneumoscan.training.checkpoint import load_checkpoint, save_checkpoint
+    from pneumoscan.models.checkpoint import load_checkpoint, save_checkpoint
 
     checkpoint, output = Path(checkpoint), Path(output)
     state = load_checkpoint(checkpoint)

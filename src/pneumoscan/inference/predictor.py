@@ -135,7 +135,7 @@ class TorchBackend:
     def __init__(self, model: Any, device: str = "auto", precision: str = "auto") -> None:
         import torch
 
-        from pneumoscan.training.hardware import resolve_hardware
+        from pneumoscan.models.hardware import resolve_hardware
 
         self.hw = resolve_hardware(device, precision)
         self.model = model.to(self.hw.device).eval()
@@ -144,7 +144,7 @@ class TorchBackend:
         self._torch = torch
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
-        from pneumoscan.training.engine import autocast
+        from pneumoscan.models.precision import autocast
 
         torch = self._torch
         with torch.inference_mode(), autocast(self.hw):
@@ -154,7 +154,7 @@ class TorchBackend:
             return self.model(x).float().reshape(-1).cpu().numpy()
 
     def logits_and_features(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        from pneumoscan.training.engine import autocast
+        from pneumoscan.models.precision import autocast
 
         torch = self._torch
         with torch.inference_mode(), autocast(self.hw):
@@ -195,7 +195,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str = "auto", precision: str = "auto",
                         population: str | None = None) -> Predictor:
-        from pneumoscan.training.checkpoint import build_model_from_checkpoint, file_digest, load_checkpoint
+        from pneumoscan.models.checkpoint import build_model_from_checkpoint, file_digest, load_checkpoint
 
         state = load_checkpoint(path)
         model = build_model_from_checkpoint(state)
@@ -439,7 +439,8 @@ def inference_precision(state: dict[str, Any], device: str = "auto", precision: 
     metrics its model card states (measured on the shipped model: see docs/ARCHITECTURE.md). ``--precision bf16``
     still buys the speed, knowingly.
     """
-    from pneumoscan.training.hardware import PRECISIONS, resolve_hardware
+    from pneumoscan.models.hardware import resolve_hardware
+    from pneumoscan.models.precision import PRECISIONS
 
     if precision != "auto":
         return precision

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pneumoscan.data.io import DEFAULT_MAX_PIXELS
+from pneumoscan.models.precision import Precision
 
 
 class ServeSettings(BaseSettings):
@@ -24,7 +25,7 @@ class ServeSettings(BaseSettings):
         checkpoint: ``.pt`` checkpoint or ``.onnx`` export; None serves the model shipped with the package.
         backend: "torch" (Grad-CAM heatmaps available) or "onnx" (no PyTorch needed; no heatmaps).
         device: torch device ("auto", "cpu", "cuda[:N]"); ignored by the onnx backend.
-        precision: torch autocast ("auto", "fp32", "bf16", "fp16"); ignored by the onnx backend.
+        precision: torch autocast (one of :data:`pneumoscan.models.precision.PRECISIONS`); ignored by the onnx backend.
         population: the operating point labels are given at (None: the model's default population); a request may
             name another with ``population=``.
         host: address uvicorn binds; loopback by default so nothing is exposed by accident.
@@ -45,7 +46,7 @@ class ServeSettings(BaseSettings):
     checkpoint: Path | None = None
     backend: Literal["torch", "onnx"] = "torch"
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
     population: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

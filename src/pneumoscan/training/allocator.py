@@ -35,15 +35,6 @@ def find_tcmalloc(dirs: Sequence[str] = _LIB_DIRS) -> Path | None:
     return None
 
 
-def active_allocator() -> str:
-    """``tcmalloc`` when it is mapped into this process, else ``system malloc`` (read from /proc/self/maps)."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return "system malloc"
-    return "tcmalloc" if "libtcmalloc" in maps else "system malloc"
-
-
 def reexec_with_tcmalloc(argv: Sequence[str]) -> None:
     """Replace this process by the same command with tcmalloc preloaded, when that is possible and wanted.
 

@@ -6,7 +6,6 @@ array: no DataLoader workers compete with the model for the two CPU cores, and n
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -14,14 +13,8 @@ import torch
 from torch import nn
 
 from pneumoscan.data.preprocess import PreprocessConfig
-from pneumoscan.training.hardware import Hardware
-
-
-def autocast(hw: Hardware) -> contextlib.AbstractContextManager[None]:
-    """Autocast context for the resolved precision (a no-op for fp32)."""
-    if hw.amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=hw.device_type, dtype=hw.amp_dtype)
+from pneumoscan.models.hardware import Hardware
+from pneumoscan.models.precision import autocast
 
 
 def to_input(batch: np.ndarray, preprocess: PreprocessConfig, hw: Hardware,

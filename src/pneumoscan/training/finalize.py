@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pneumoscan.training.checkpoint import load_checkpoint, save_checkpoint
+from pneumoscan.models.checkpoint import load_checkpoint, save_checkpoint
 from pneumoscan.training.engine import predict_logits
 
 if TYPE_CHECKING:

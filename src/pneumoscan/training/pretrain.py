@@ -35,12 +35,13 @@ from torch import nn
 from pneumoscan import CLASS_NAMES, __version__
 from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.errors import CheckpointError, ConfigError
+from pneumoscan.models.checkpoint import FORMAT_VERSION, clean_state_dict, load_checkpoint, save_checkpoint
+from pneumoscan.models.hardware import Hardware, resolve_hardware
+from pneumoscan.models.precision import autocast
 from pneumoscan.models.registry import count_parameters, create_model
 from pneumoscan.training.augment import BatchAugment
-from pneumoscan.training.checkpoint import FORMAT_VERSION, clean_state_dict, load_checkpoint, save_checkpoint
 from pneumoscan.training.config import AugmentConfig, TrainConfig
-from pneumoscan.training.engine import autocast, batches, to_input
-from pneumoscan.training.hardware import Hardware, resolve_hardware
+from pneumoscan.training.engine import batches, to_input
 
 logger = logging.getLogger(__name__)
 

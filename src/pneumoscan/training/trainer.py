@@ -37,9 +37,10 @@ from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.data.records import Record, distinct_source_names, load_records
 from pneumoscan.data.splits import make_splits, save_splits, shared_patients
 from pneumoscan.errors import CheckpointError, ConfigError, DataError
+from pneumoscan.models.checkpoint import FORMAT_VERSION, load_checkpoint, remove_stale_temp_files, save_checkpoint
+from pneumoscan.models.hardware import Hardware, resolve_hardware
 from pneumoscan.models.registry import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, count_parameters, create_model
 from pneumoscan.training.augment import BatchAugment
-from pneumoscan.training.checkpoint import FORMAT_VERSION, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from pneumoscan.training.config import TrainConfig, dump_config
 from pneumoscan.training.distributed import (
     DistInfo,
@@ -50,7 +51,6 @@ from pneumoscan.training.distributed import (
     init_distributed,
 )
 from pneumoscan.training.engine import predict_logits, recompute_bn_stats, train_one_epoch
-from pneumoscan.training.hardware import Hardware, resolve_hardware
 
 logger = logging.getLogger(__name__)
 

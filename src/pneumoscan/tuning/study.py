@@ -50,11 +50,11 @@ import yaml
 from pneumoscan import __version__
 from pneumoscan.data.splits import save_splits
 from pneumoscan.errors import ConfigError, DataError, require
+from pneumoscan.models.hardware import Hardware, resolve_hardware
 from pneumoscan.models.registry import get_spec
 from pneumoscan.training.config import OPTIMIZERS, TrainConfig, dump_config
 from pneumoscan.training.distributed import DistInfo
 from pneumoscan.training.finalize import finalize_run
-from pneumoscan.training.hardware import Hardware, resolve_hardware
 from pneumoscan.training.trainer import PreparedData, Trainer, prepare_data
 
 if TYPE_CHECKING:

@@ -16,12 +16,9 @@ from pathlib import Path
 import torch
 
 from pneumoscan.errors import ConfigError
+from pneumoscan.models.precision import PRECISIONS, amp_dtype, precision_name
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Autocast dtype -> its name as a ``precision`` argument.
-_PRECISION_NAMES: dict[torch.dtype | None, str] = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ class Hardware:
     @property
     def precision(self) -> str:
         """``fp32``, ``bf16`` or ``fp16``: the name of the autocast setting (a ``resolve_hardware`` argument)."""
-        return _PRECISION_NAMES[self.amp_dtype]
+        return precision_name(self.amp_dtype)
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,12 +67,21 @@ def cpu_has_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def active_allocator() -> str:
+    """``tcmalloc`` when it is mapped into this process, else ``system malloc`` (read from /proc/self/maps)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "system malloc"
+    return "tcmalloc" if "libtcmalloc" in maps else "system malloc"
+
+
 def resolve_hardware(device: str = "auto", precision: str = "auto") -> Hardware:
     """Pick device, autocast dtype and memory format.
 
     Args:
         device: "auto" (CUDA when available, else CPU), "cpu" or "cuda[:N]".
-        precision: "auto", "fp32", "bf16" or "fp16".
+        precision: one of :data:`~pneumoscan.models.precision.PRECISIONS`.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
@@ -90,12 +96,10 @@ def resolve_hardware(device: str = "auto", precision: str = "auto") -> Hardware:
         else:
             amp = torch.bfloat16 if cpu_has_bf16() else None
     else:
-        amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        amp = amp_dtype(precision)
     if amp is torch.float16 and not is_cuda:
         raise ConfigError("fp16 autocast is only supported on CUDA; use bf16 or fp32 on the CPU")
-    from pneumoscan.training.allocator import active_allocator
-
     malloc = ", tcmalloc" if active_allocator() == "tcmalloc" else ""
     cpu = f"CPU ({os.cpu_count()} cores, threads {torch.get_num_threads()}{malloc})"
     name = torch.cuda.get_device_name(device) if is_cuda else cpu
-    return Hardware(device, amp, channels_last=True, description=f"{name}, {_PRECISION_NAMES[amp]}")
+    return Hardware(device, amp, channels_last=True, description=f"{name}, {precision_name(amp)}")

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = {"images_per_s": rate, "ms_per_image": 1000 / rate}
     del torch_p
     # One intra-op thread: what one actor per core computes on a cluster node (the scaling unit).
-    from pneumoscan.export.onnx_backend import OnnxBackend
+    from pneumoscan.inference.onnx_backend import OnnxBackend
 
     onnx.backend = OnnxBackend(onnx.backend.path, threads=1)
     rate = _compute_rate(onnx, prepared, args.batch_size, args.compute_seconds)

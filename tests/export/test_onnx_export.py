@@ -17,7 +17,7 @@ from pneumoscan.cli.main import main
 from pneumoscan.errors import CheckpointError, ConfigError
 from pneumoscan.export import onnx as export_mod
 from pneumoscan.export.onnx import ExportError, export_onnx
-from pneumoscan.export.onnx_backend import OnnxBackend, model_info_from_metadata
+from pneumoscan.inference.onnx_backend import OnnxBackend, model_info_from_metadata
 from pneumoscan.inference.predictor import Predictor
 from tests.fixtures import write_dicom, write_jpeg, write_png
 from tests.serving.support import IMAGE_SIZE, NO_TORCH_MAIN, NO_TORCH_PRELUDE, TinyModel, xray
@@ -202,7 +202,7 @@ def test_serving_path_modules_import_without_torch() -> None:
         "import importlib, json, pkgutil\n"
         "import pneumoscan.data\n"
         "names = [m.name for m in pkgutil.walk_packages(pneumoscan.data.__path__, 'pneumoscan.data.')]\n"
-        "names += ['pneumoscan.inference.predictor', 'pneumoscan.export', 'pneumoscan.export.onnx_backend',\n"
+        "names += ['pneumoscan.inference.predictor', 'pneumoscan.export', 'pneumoscan.inference.onnx_backend',\n"
         "          'pneumoscan.serving.app', 'pneumoscan.serving.service', 'pneumoscan.serving.schemas',\n"
         "          'pneumoscan.serving.settings', 'pneumoscan.cli.serve', 'pneumoscan.cli.export']\n"
         "failed = {}\n"

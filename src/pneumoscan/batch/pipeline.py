@@ -148,7 +148,7 @@ class Scorer:
     def _reopen_onnx(self, threads: int | None, providers: list[str] | None) -> None:
         """Re-open the ONNX session with this actor's thread count (ONNX Runtime's default is one per core,
         which oversubscribes a node that runs one actor per core) and execution providers."""
-        from pneumoscan.export.onnx_backend import OnnxBackend
+        from pneumoscan.inference.onnx_backend import OnnxBackend
 
         current = self.predictor.backend
         if type(current) is OnnxBackend:

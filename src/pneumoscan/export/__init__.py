@@ -1,8 +1,7 @@
-"""Deployment artefacts: ONNX export (:mod:`pneumoscan.export.onnx`, needs PyTorch) and the ONNX Runtime backend
-(:mod:`pneumoscan.export.onnx_backend`, needs only onnxruntime).
+"""ONNX export (:mod:`pneumoscan.export.onnx`, needs PyTorch): writes the file that
+:mod:`pneumoscan.inference.onnx_backend` (needs only onnxruntime) runs.
 
-Nothing is imported here on purpose: the backend must load in an install without PyTorch, and importing the exporter
-would pull PyTorch in.
+Nothing is imported here on purpose: importing the exporter would pull PyTorch in.
 """
 
 from __future__ import annotations

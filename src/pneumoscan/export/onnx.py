@@ -1,6 +1,6 @@
 """Export a checkpoint to a self-describing, verified, single-file ONNX model.
 
-The graph and metadata contract is documented in :mod:`pneumoscan.export.onnx_backend` (input ``image``: float32
+The graph and metadata contract is documented in :mod:`pneumoscan.inference.onnx_backend` (input ``image``: float32
 (N, 1, S, S), already normalised; outputs ``logit`` and ``probability``; preprocessing, threshold, temperature,
 operating points, class names and versions in ``metadata_props``).
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from pneumoscan import __version__
 from pneumoscan.errors import CheckpointError, ConfigError, PneumoError, require
-from pneumoscan.export.onnx_backend import (
+from pneumoscan.inference.onnx_backend import (
     FEATURES_OUTPUT,
     INPUT_NAME,
     LOGIT_OUTPUT,

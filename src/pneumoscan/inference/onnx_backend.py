@@ -28,7 +28,7 @@ import numpy as np
 
 from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.errors import CheckpointError, ConfigError, require
-from pneumoscan.inference.predictor import ModelInfo
+from pneumoscan.inference.model_info import ModelInfo
 
 logger = logging.getLogger(__name__)
 

@@ -53,7 +53,8 @@ def probabilities(checkpoint: Path, rows: list[dict[str, str]], cache_dir: Path 
     from pneumoscan.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, precision="fp32")
-    images = load_or_build([r["path"] for r in rows], predictor.info.preprocess, cache_dir)
+    segmenter = predictor.lung_segmenter() if predictor.info.preprocess.lung_crop else None
+    images = load_or_build([r["path"] for r in rows], predictor.info.preprocess, cache_dir, segmenter=segmenter)
     out = [predictor.probabilities_from_prepared(np.asarray(images[i:i + 64])) for i in range(0, len(rows), 64)]
     return np.concatenate(out), predictor
 

@@ -128,7 +128,7 @@ def pneumoscan(argv: list[str]) -> None:
 
 def check_test_split(spec: str) -> int:
     """Number of official test images; a row without an official test split would evaluate on something else."""
-    from pneumoscan.data.records import load_records
+    from pneumoscan.data.sources import load_records
     from pneumoscan.errors import DataError
 
     n = sum(1 for r in load_records(spec) if r.split == "test" and r.label is not None)

@@ -153,7 +153,7 @@ def synthetic_images(n: int, size: int, seed: int, folder: Path) -> Images:
 def real_images(spec: str, n: int, size: int, seed: int, cache_dir: Path | None, workers: int) -> Images:
     """Up to ``n`` labelled training images of ``spec``, decoded once through the image cache."""
     from pneumoscan.data.cache import load_or_build
-    from pneumoscan.data.records import load_records
+    from pneumoscan.data.sources import load_records
 
     records = [r for r in load_records(spec) if r.label is not None]
     train = [r for r in records if r.split == "train"] or records  # never the test split when there is one

@@ -69,7 +69,8 @@ def _as_file(data: bytes, name: str) -> Path:
 
 def manifest(data: bytes) -> None:
     """A manifest CSV (``--data manifest.csv``) and the public collections' CSV reader."""
-    from pneumoscan.data.records import load_manifest, load_records
+    from pneumoscan.data.records import load_manifest
+    from pneumoscan.data.sources import load_records
     from pneumoscan.data.sources._common import read_table
 
     path = _as_file(data, "manifest.csv")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pneumoscan.cli.main import main
-from pneumoscan.data.records import load_records
+from pneumoscan.data.sources import load_records
 from pneumoscan.evaluation.report import GALLERY_SIZE
 from tests.training.test_multisource import make_kaggle, make_nih_layout, make_rsna_layout, train_cmd
 

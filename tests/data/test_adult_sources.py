@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumoscan.data.records import Record, load_records
+from pneumoscan.data.records import Record
+from pneumoscan.data.sources import load_records
 from pneumoscan.data.splits import make_splits
 from pneumoscan.errors import DataError
 from tests.fixtures import make_xray_like, write_png

@@ -14,7 +14,8 @@ from PIL import Image
 
 from pneumoscan.cli.main import main
 from pneumoscan.data import audit
-from pneumoscan.data.records import Record, load_records
+from pneumoscan.data.records import Record
+from pneumoscan.data.sources import load_records
 from pneumoscan.errors import ConfigError
 from tests.fixtures import write_dicom, write_png
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pneumoscan.data.records import load_records, patient_id_from_filename
+from pneumoscan.data.records import patient_id_from_filename
+from pneumoscan.data.sources import load_records
 from pneumoscan.errors import DataError
 from tests.fixtures import make_dataset_folder, write_png
 

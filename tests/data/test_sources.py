@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pneumoscan.data.records import load_records
+from pneumoscan.data.sources import load_records
 from pneumoscan.errors import ConfigError, DataError
 from tests.fixtures import write_dicom, write_jpeg, write_png
 

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from pneumoscan.data.io import read_image
-from pneumoscan.data.records import load_records
-from pneumoscan.data.sources import jsrt
+from pneumoscan.data.sources import jsrt, load_records
 from pneumoscan.errors import ConfigError, DataError
 from tests.data.test_sources import assert_one_line
 from tests.fixtures import write_png

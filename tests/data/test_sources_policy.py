@@ -10,8 +10,7 @@ import pytest
 
 from pneumoscan.cli.main import main
 from pneumoscan.data.label_policy import DEFAULTS, LabelPolicy, describe_policy, known_policies, policy_for
-from pneumoscan.data.records import available_sources
-from pneumoscan.data.sources import parse_data_options
+from pneumoscan.data.sources import available_sources, parse_data_options
 from pneumoscan.errors import ConfigError
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from pneumoscan.data.label_policy import policy_for
-from pneumoscan.data.records import load_records
+from pneumoscan.data.sources import load_records
 from pneumoscan.errors import ConfigError, DataError
 from tests.data.test_sources import assert_one_line, write_csv
 from tests.data.test_sources_reports import OPENI_XML

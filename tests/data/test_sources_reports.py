@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumoscan.data.records import load_records
+from pneumoscan.data.sources import load_records
 from pneumoscan.errors import ConfigError, DataError
 from tests.data.test_sources import assert_one_line, write_csv
 from tests.fixtures import write_jpeg, write_png

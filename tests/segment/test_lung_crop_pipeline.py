@@ -39,7 +39,7 @@ def crop_run(lung_release: Path, chest_data: Path, tmp_path_factory: pytest.Temp
 def test_train_and_predict_with_lung_crop(tiny_lung_model: Path, crop_run: Path, chest_data: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     from pneumoscan.data.cache import load_or_build
-    from pneumoscan.inference.lungs import shipped_lung_name
+    from pneumoscan.inference.lungs import load_lung_segmenter, shipped_lung_name
     from pneumoscan.inference.predictor import Predictor
     from pneumoscan.models.checkpoint import load_checkpoint
 
@@ -56,7 +56,8 @@ def test_train_and_predict_with_lung_crop(tiny_lung_model: Path, crop_run: Path,
     header = (run / "splits.csv").read_text().splitlines()[0].split(",")
     col_path, col_split = header.index("path"), header.index("split")
     train_paths = [row[col_path] for row in splits if row[col_split] == "train"]
-    cached = load_or_build(train_paths, 32, run.parent / "cache", 1, predictor.info.preprocess)
+    segmenter = load_lung_segmenter(predictor.info.preprocess.lung_model)
+    cached = load_or_build(train_paths, 32, run.parent / "cache", 1, predictor.info.preprocess, segmenter)
     for i in range(3):
         np.testing.assert_array_equal(predictor.prepare(read_image(train_paths[i])), cached[i])
     uncropped = load_or_build(train_paths, 32, run.parent / "cache", 1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pneumoscan.cli.main import main
-from pneumoscan.data.records import load_records
+from pneumoscan.data.sources import load_records
 from pneumoscan.errors import ConfigError
 from pneumoscan.evaluation import report
 from pneumoscan.training import loso

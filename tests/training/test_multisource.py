@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from pneumoscan.cli.main import main
-from pneumoscan.data.records import Record, load_records
+from pneumoscan.data.records import Record
+from pneumoscan.data.sources import load_records
 from pneumoscan.data.splits import make_splits
 from pneumoscan.training.config import TrainConfig
 from pneumoscan.training.trainer import _sampling_weights

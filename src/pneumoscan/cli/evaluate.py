@@ -45,8 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pneumoscan.batch.evaluate import evaluate_predictions
     from pneumoscan.evaluation.groups import format_group_text
-    from pneumoscan.inference.evaluate import evaluate_model, evaluate_predictions
+    from pneumoscan.inference.evaluate import evaluate_model
 
     if bool(args.data) == bool(args.predictions):
         raise ConfigError("give one of --data (run the model on a data set) or --predictions (a pneumoscan batch "

@@ -11,7 +11,9 @@ code version: change a file, the image size or :data:`PREPROCESS_VERSION` and a 
 With a lung crop (:attr:`PreprocessConfig.lung_crop`) the lung model runs once over the images at its own input size
 (through this same cache), the lung maps are cached beside the images (``lungs/*.npy``) and every image is cropped
 exactly as :meth:`pneumoscan.inference.predictor.Predictor.prepare` crops it
-(:func:`pneumoscan.data.lungs.prepare_cropped`). The lung model and the crop options are part of the key.
+(:func:`pneumoscan.data.lungs.prepare_cropped`). The lung model and the crop options are part of the key. The
+caller hands the lung segmenter in (:func:`pneumoscan.inference.lungs.load_lung_segmenter`): ``data`` sits below the
+model code and imports none of it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -31,6 +34,15 @@ from pneumoscan.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, pre
 from pneumoscan.errors import DataError, ImageReadError
 
 logger = logging.getLogger(__name__)
+
+
+class LungSegmenter(Protocol):
+    """What the cache needs of :class:`pneumoscan.inference.lungs.LungSegmenter`."""
+
+    name: str
+    preprocess: PreprocessConfig
+
+    def probabilities_from_prepared(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 def default_cache_dir() -> Path:
@@ -131,12 +143,16 @@ def _collect(results: object, out: np.ndarray, errors: list[str]) -> None:
 
 
 def load_or_build(paths: Sequence[str], image_size: Size, cache_dir: Path | None = None, workers: int = 0,
-                  preprocess: PreprocessConfig | None = None) -> np.ndarray:
+                  preprocess: PreprocessConfig | None = None, segmenter: LungSegmenter | None = None) -> np.ndarray:
     """Return the (N, S, S) uint8 images for ``paths``, from the cache when it is valid, else decoding them.
 
     The cache file is written atomically (temp file + ``os.replace``): an interrupted build leaves no partial cache.
     ``cache_dir=None`` uses :func:`default_cache_dir`; pass a path to keep caches elsewhere. With a ``preprocess``
-    that crops to the lungs, the images are cropped (see the module docstring).
+    that crops to the lungs, the images are cropped (see the module docstring) with the lung model ``segmenter``
+    (``load_lung_segmenter(preprocess.lung_model)``), needed only when the cache has to be built.
+
+    Raises:
+        ValueError: the images must be cropped to the lungs and no ``segmenter`` was given.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if preprocess is None and isinstance(image_size, PreprocessConfig):
@@ -149,7 +165,10 @@ def load_or_build(paths: Sequence[str], image_size: Size, cache_dir: Path | None
     if cached is not None:
         return cached
     if lung is not None and preprocess is not None:
-        geometries = lung_geometries(paths, preprocess.lung_model, cache_dir, workers)
+        if segmenter is None:
+            raise ValueError("cropping to the lungs needs the lung segmenter: pass segmenter="
+                             "pneumoscan.inference.lungs.load_lung_segmenter(preprocess.lung_model)")
+        geometries = lung_geometries(paths, segmenter, cache_dir, workers)
         arr = decode_images(paths, size, workers, preprocess, geometries)
     else:
         arr = decode_images(paths, size, workers)
@@ -157,17 +176,14 @@ def load_or_build(paths: Sequence[str], image_size: Size, cache_dir: Path | None
     return arr
 
 
-def lung_geometries(paths: Sequence[str], lung_model: str = "", cache_dir: Path | None = None,
+def lung_geometries(paths: Sequence[str], segmenter: LungSegmenter, cache_dir: Path | None = None,
                     workers: int = 0) -> list[LungGeometry]:
-    """Lung geometry of every image from the shipped lung model ``lung_model``; the lung maps are cached.
+    """Lung geometry of every image from the lung model ``segmenter``; the lung maps are cached.
 
     The lung model sees the images exactly as a predictor's does: decoded, resized to the lung model's input size by
     :func:`prepare` (those small images come from this cache too), normalised.
     """
-    from pneumoscan.inference.lungs import load_lung_segmenter
-
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    segmenter = load_lung_segmenter(lung_model)
     side = segmenter.preprocess.image_size
     target = cache_dir / "lungs" / f"{cache_key(paths, side, {'lung_model': segmenter.name})}-{len(paths)}x{side}.npy"
     maps = _load_cached(target, (len(paths), side, side))

@@ -1,6 +1,6 @@
-"""Data sources: turn a folder, a manifest CSV or a public collection into a list of :class:`Record`.
+""":class:`Record`, the loaders for folders and manifests, and the registry of public-collection loaders.
 
-A *data spec* is what the user passes to ``--data``:
+A *data spec* is what the user passes to ``--data`` (read by :func:`pneumoscan.data.sources.load_records`):
 
 - ``PATH`` to a folder in the layout users download (``{train,val,test}/{NORMAL,PNEUMONIA}/*``, the Kaggle layout),
   or a flat ``{NORMAL,PNEUMONIA}/*`` folder (no split: every image is a holdout / to-be-split image);
@@ -8,7 +8,7 @@ A *data spec* is what the user passes to ``--data``:
 - ``PATH`` to a manifest CSV with columns ``path,label[,split][,patient_id][,subtype][,source]``; relative paths are
   resolved against the CSV's folder;
 - ``FORMAT:PATH`` for a public collection in its publisher's layout (``nih:/data/ChestX-ray14``); loaders register
-  themselves with :func:`register_source`.
+  themselves with :func:`register_source` when :mod:`pneumoscan.data.sources` imports them; this module imports none.
 
 Labels are integers: 0 = NORMAL, 1 = PNEUMONIA, ``None`` = unknown (predict-only).
 """
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pneumoscan import CLASS_NAMES
-from pneumoscan.errors import ConfigError, DataError
+from pneumoscan.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -85,19 +85,14 @@ def register_source(name: str, doc: str = "") -> Callable[[SourceLoader], Source
     return deco
 
 
-def available_sources() -> dict[str, str]:
-    """Names of registered source formats with a one-line description."""
-    _import_builtin_sources()
+def registered_sources() -> dict[str, SourceLoader]:
+    """The registered loaders by name (:mod:`pneumoscan.data.sources` imports and so registers the built-in ones)."""
+    return dict(_SOURCES)
+
+
+def source_docs() -> dict[str, str]:
+    """One-line description of each registered loader, by name."""
     return dict(sorted(_SOURCE_DOCS.items()))
-
-
-def _import_builtin_sources() -> None:
-    # The public-collection loaders live in pneumoscan.data.sources (issue 6); importing registers them.
-    try:
-        import pneumoscan.data.sources  # noqa: F401
-    except ModuleNotFoundError as err:  # pragma: no cover - only while the module does not exist yet
-        if err.name != "pneumoscan.data.sources":
-            raise
 
 
 def parse_label(value: str, *, where: str) -> int | None:
@@ -108,39 +103,6 @@ def parse_label(value: str, *, where: str) -> int | None:
     if text not in LABEL_ALIASES:
         raise DataError(f"{where}: unknown label '{value}' (expected one of {', '.join(CLASS_NAMES)}, 0 or 1)")
     return LABEL_ALIASES[text]
-
-
-def load_records(spec: str | Path, options: dict[str, str] | None = None) -> list[Record]:
-    """Load the records named by a data spec (folder, manifest CSV or ``FORMAT:PATH``).
-
-    Args:
-        spec: the ``--data`` value.
-        options: loader options (e.g. label-policy switches for public collections).
-
-    Raises:
-        DataError: the path does not exist, has the wrong layout, or holds no images.
-        ConfigError: an unknown ``FORMAT:`` prefix.
-    """
-    options = options or {}
-    text = str(spec)
-    fmt, sep, rest = text.partition(":")
-    if sep and fmt.isidentifier() and len(fmt) > 1 and not Path(text).exists():
-        _import_builtin_sources()
-        if fmt not in _SOURCES:
-            known = ", ".join(sorted(_SOURCES)) or "none"
-            raise ConfigError(f"unknown data format '{fmt}' in '{text}'; known: {known}")
-        path = Path(rest).expanduser()
-        if not path.exists():
-            raise DataError(f"{path}: no such file or folder")
-        records = _SOURCES[fmt](path, options)
-    else:
-        path = Path(text).expanduser()
-        if not path.exists():
-            raise DataError(f"{path}: no such file or folder")
-        records = load_manifest(path) if path.is_file() else load_folder(path)
-    if not records:
-        raise DataError(f"{text}: no images found")
-    return records
 
 
 def _list_images(folder: Path) -> list[Path]:

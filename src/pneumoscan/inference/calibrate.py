@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from pneumoscan.data.records import Record, distinct_source_names, load_manifest, load_records
+from pneumoscan.data.records import Record, distinct_source_names, load_manifest
+from pneumoscan.data.sources import load_records
 from pneumoscan.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ from torch import nn
 from pneumoscan import CLASS_NAMES, __version__
 from pneumoscan.data.cache import load_or_build
 from pneumoscan.data.preprocess import PreprocessConfig
-from pneumoscan.data.records import Record, distinct_source_names, load_records
+from pneumoscan.data.records import Record, distinct_source_names
+from pneumoscan.data.sources import load_records
 from pneumoscan.data.splits import make_splits, save_splits, shared_patients
 from pneumoscan.errors import CheckpointError, ConfigError, DataError
 from pneumoscan.models.checkpoint import FORMAT_VERSION, load_checkpoint, remove_stale_temp_files, save_checkpoint
@@ -132,12 +133,17 @@ def prepare_data(cfg: TrainConfig, cache_dir: Path | None) -> PreparedData:
     preprocess = preprocess_for(cfg)
     images, labels = {}, {}
     lung_info: dict[str, Any] = {}
+    segmenter = None
+    if preprocess.lung_crop:
+        from pneumoscan.inference.lungs import load_lung_segmenter
+
+        segmenter = load_lung_segmenter(preprocess.lung_model)
     for name in ("train", "val"):
         paths = [r.path for r in splits[name]]
-        images[name] = load_or_build(paths, preprocess, cache_dir, cfg.workers, preprocess)
+        images[name] = load_or_build(paths, preprocess, cache_dir, cfg.workers, preprocess, segmenter)
         labels[name] = np.array([r.label for r in splits[name]], dtype=np.int64)
-        if preprocess.lung_crop:
-            lung_info[name] = _lung_fallbacks(paths, preprocess, cache_dir, cfg.workers)
+        if segmenter is not None:
+            lung_info[name] = _lung_fallbacks(paths, segmenter, cache_dir, cfg.workers)
     counts = {k: {"n": len(v), "pneumonia": sum(r.label == 1 for r in v)} for k, v in splits.items()}
     info: dict[str, Any] = {"sources": sources, "splits": counts, "leak_check": leaks}
     if preprocess.lung_crop:
@@ -146,12 +152,11 @@ def prepare_data(cfg: TrainConfig, cache_dir: Path | None) -> PreparedData:
     return PreparedData(splits, images, labels, info)
 
 
-def _lung_fallbacks(paths: list[str], preprocess: PreprocessConfig, cache_dir: Path | None,
-                    workers: int) -> dict[str, Any]:
+def _lung_fallbacks(paths: list[str], segmenter: Any, cache_dir: Path | None, workers: int) -> dict[str, Any]:
     """Which images were used whole because no lungs were found in them (reported in data.json and the log)."""
     from pneumoscan.data.cache import lung_geometries
 
-    geos = lung_geometries(paths, preprocess.lung_model, cache_dir, workers)
+    geos = lung_geometries(paths, segmenter, cache_dir, workers)
     fallback = [(p, g.reason) for p, g in zip(paths, geos, strict=True) if not g.found]
     if fallback:
         logger.warning("lung crop: no lungs found in %d of %d images (used whole), e.g. %s", len(fallback),

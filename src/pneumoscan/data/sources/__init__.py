@@ -1,6 +1,10 @@
 """Loaders for public chest X-ray collections in their publishers' layouts (``--data FORMAT:PATH``).
 
-Importing this package registers every loader with :func:`pneumoscan.data.records.register_source`:
+:func:`load_records` reads any ``--data`` spec: a folder (Kaggle layout) or a manifest CSV
+(:func:`pneumoscan.data.records.load_folder`, :func:`~pneumoscan.data.records.load_manifest`), or ``FORMAT:PATH`` for
+a public collection. This package imports each loader module below explicitly, and each registers itself with
+:func:`pneumoscan.data.records.register_source` (which the loaders import; :mod:`~pneumoscan.data.records` imports no
+loader):
 
 ======================  ======================================================================
 ``kermany``             Kermany/Kaggle pediatric set (``chest_xray/``; or its ``manifest.csv``)
@@ -22,13 +26,16 @@ Every loader has the signature ``(path: Path, options: dict[str, str]) -> list[R
 :class:`~pneumoscan.errors.DataError` naming the file or folder when the layout is wrong. Images listed in the
 metadata but missing on disk are skipped with a warning (partial downloads are common).
 
-:func:`parse_data_options` turns repeated ``--data-option key=value`` CLI values into the options dict.
+:func:`available_sources` lists them; :func:`parse_data_options` turns repeated ``--data-option key=value`` CLI
+values into the options dict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+from pneumoscan.data.records import Record, load_folder, load_manifest, registered_sources, source_docs
 from pneumoscan.data.sources import (  # noqa: F401
     chexpert,
     jsrt,
@@ -41,9 +48,47 @@ from pneumoscan.data.sources import (  # noqa: F401
     rsna,
     tb,
 )
-from pneumoscan.errors import ConfigError
+from pneumoscan.errors import ConfigError, DataError
 
-__all__ = ["parse_data_options"]
+__all__ = ["available_sources", "load_records", "parse_data_options"]
+
+
+def available_sources() -> dict[str, str]:
+    """Names of registered source formats with a one-line description."""
+    return source_docs()
+
+
+def load_records(spec: str | Path, options: dict[str, str] | None = None) -> list[Record]:
+    """Load the records named by a data spec (folder, manifest CSV or ``FORMAT:PATH``).
+
+    Args:
+        spec: the ``--data`` value.
+        options: loader options (e.g. label-policy switches for public collections).
+
+    Raises:
+        DataError: the path does not exist, has the wrong layout, or holds no images.
+        ConfigError: an unknown ``FORMAT:`` prefix.
+    """
+    options = options or {}
+    text = str(spec)
+    fmt, sep, rest = text.partition(":")
+    if sep and fmt.isidentifier() and len(fmt) > 1 and not Path(text).exists():
+        loaders = registered_sources()
+        if fmt not in loaders:
+            known = ", ".join(sorted(loaders)) or "none"
+            raise ConfigError(f"unknown data format '{fmt}' in '{text}'; known: {known}")
+        path = Path(rest).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        records = loaders[fmt](path, options)
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        records = load_manifest(path) if path.is_file() else load_folder(path)
+    if not records:
+        raise DataError(f"{text}: no images found")
+    return records
 
 
 def parse_data_options(pairs: Iterable[str] | None) -> dict[str, str]:

@@ -206,3 +206,37 @@ def test_module_imports_nothing_of_pneumoscan() -> None:
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert not [m for m in imported if m.startswith("pneumoscan")]
+
+
+# Calls that move a file into place or make a temp file by hand. The one exception: the MedMNIST loader publishes a
+# whole *folder* of PNGs with os.rename (and keeps another process's folder if it won the race): not a file write.
+_FORBIDDEN = {("os", "replace"), ("os", "rename"), ("os", "renames"), ("shutil", "move"), ("tempfile", "mkstemp"),
+              ("tempfile", "NamedTemporaryFile")}
+_ALLOWED = {("core/atomic.py", "os.replace"), ("data/sources/medmnist.py", "os.rename")}
+
+
+def _calls(path: Path) -> Iterator[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in ("os", "shutil", "tempfile"):
+            for alias in node.names:
+                if (node.module, alias.name) in _FORBIDDEN:
+                    yield node.lineno, f"{node.module}.{alias.name}"
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and (node.func.value.id, node.func.attr) in _FORBIDDEN):
+            yield node.lineno, f"{node.func.value.id}.{node.func.attr}"
+
+
+def test_no_hand_written_atomic_writes_outside_core() -> None:
+    files = sorted(SRC.rglob("*.py"))
+    assert len(files) > 50 and SRC / "core" / "atomic.py" in files
+    found = [f"{p.relative_to(SRC)}:{line}: {call}" for p in files for line, call in _calls(p)
+             if (p.relative_to(SRC).as_posix(), call) not in _ALLOWED]
+    assert not found, ("write files with pneumoscan.core.atomic (atomic_write_bytes / atomic_write_text / "
+                       "atomic_path), not by hand:\n" + "\n".join(found))
+
+
+def test_the_rule_catches_a_hand_written_replace(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\nfrom os import replace\n\ndef f(a, b):\n    os.replace(a, b)\n    'os.replace(x)'\n")
+    assert list(_calls(bad)) == [(2, "os.replace"), (5, "os.replace")]

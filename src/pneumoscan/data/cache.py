@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumoscan.core.atomic import atomic_path
 from pneumoscan.data.lungs import LungGeometry, geometry_from_mask, prepare_cropped
 from pneumoscan.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, prepare
 from pneumoscan.errors import DataError, ImageReadError
@@ -196,10 +197,8 @@ def _load_cached(target: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 def _save_cache(target: Path, arr: np.ndarray) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
-        os.replace(tmp, target)
         logger.info("cache written: %s (%.1f MB)", target, arr.nbytes / 1e6)
     except OSError as err:  # a read-only home must not stop training
         logger.warning("could not write cache %s: %s", target, err)

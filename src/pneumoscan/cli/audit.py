@@ -52,8 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Load every ``--data`` spec, audit them together, print and save the report."""
     from pneumoscan.data.audit import audit_records, format_markdown
+    from pneumoscan.data.options import parse_data_options
     from pneumoscan.data.records import load_records
-    from pneumoscan.data.sources import parse_data_options
 
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError("--max-images must be at least 1")

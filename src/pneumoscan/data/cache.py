@@ -189,7 +189,7 @@ def _load_cached(target: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         if arr.shape == shape and arr.dtype == np.uint8:
             logger.info("cache hit: %s", target)
             return arr
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
         logger.warning("ignoring unreadable cache %s (%s)", target, err)
     return None
 

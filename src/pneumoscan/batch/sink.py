@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pneumoscan.core.atomic import atomic_path, atomic_write_bytes
 from pneumoscan.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -105,8 +105,8 @@ class ShardSink:
                 raise ConfigError(f"{self.root} holds scores of model {old.get('model_version')}, not "
                                   f"{run.get('model_version')}: use another --output (one archive, one model)")
             return
-        _atomic_write(meta, json.dumps({**run, "created": datetime.now(UTC).isoformat(timespec="seconds")},
-                                       indent=2, sort_keys=True).encode("utf-8"))
+        atomic_write_bytes(meta, json.dumps({**run, "created": datetime.now(UTC).isoformat(timespec="seconds")},
+                                            indent=2, sort_keys=True).encode("utf-8"))
 
     def close(self) -> None:
         """Release the archive's writer lock (also released when the process ends, however it ends)."""
@@ -125,13 +125,8 @@ class ShardSink:
         table = pa.Table.from_pylist([{name: r.get(name) for name in self.schema.names} for r in fresh],
                                      schema=self.schema)
         name = f"part-{self._next:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.root / f".{name}.tmp"
-        with tmp.open("wb") as fh:
+        with atomic_path(self.root / name) as tmp, tmp.open("wb") as fh:
             pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / name)
-        _fsync_dir(self.root)
         self._next += 1
         self.shards.append(self.root / name)
         self.done.update(r["path"] for r in fresh)
@@ -186,19 +181,3 @@ def _lock(path: Path) -> Any:
         raise ConfigError(f"{path.parent}: another pneumoscan batch run is writing here") from err
     return fh
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -52,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Load every ``--data`` spec, audit them together, print and save the report."""
     from pneumoscan.data.audit import audit_records, format_markdown
-    from pneumoscan.data.sources import load_records, parse_data_options
+    from pneumoscan.data.options import parse_data_options
+    from pneumoscan.data.sources import load_records
 
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError("--max-images must be at least 1")

@@ -48,9 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from pneumoscan.data.options import parse_data_options
     from pneumoscan.inference.calibrate import calibrate_checkpoint
 
-    options = dict(item.split("=", 1) for item in args.data_option if "=" in item)
+    options = parse_data_options(args.data_option)
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, n: int) -> None:

@@ -153,8 +153,9 @@ def run(args: argparse.Namespace) -> int:
     """Compare the two evaluations, print a table, optionally write JSON. Returns 0."""
     import numpy as np
 
+    from pneumoscan.core.atomic import atomic_write_text
     from pneumoscan.evaluation.compare import compare_models
-    from pneumoscan.evaluation.report import dumps_json, write_atomic
+    from pneumoscan.evaluation.report import dumps_json
 
     a, b = load_predictions(args.eval_a), load_predictions(args.eval_b)
     paths = _match(a, b)
@@ -167,6 +168,6 @@ def run(args: argparse.Namespace) -> int:
                **res}
         out = Path(args.output).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, dumps_json(doc))
+        atomic_write_text(out, dumps_json(doc))
         print(f"\nwritten: {out}")
     return 0

@@ -46,13 +46,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pneumoscan.batch.evaluate import evaluate_predictions
+    from pneumoscan.data.options import parse_data_options
     from pneumoscan.evaluation.groups import format_group_text
     from pneumoscan.inference.evaluate import evaluate_model
 
     if bool(args.data) == bool(args.predictions):
         raise ConfigError("give one of --data (run the model on a data set) or --predictions (a pneumoscan batch "
                           "archive)")
-    options = dict(item.split("=", 1) for item in args.data_option if "=" in item)
+    options = parse_data_options(args.data_option)
     if args.predictions:
         metrics = evaluate_predictions(predictions=args.predictions, output=args.output, n_bootstrap=args.bootstrap,
                                        seed=args.seed, group_by=args.group_by)

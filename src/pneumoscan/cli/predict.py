@@ -14,12 +14,12 @@ import glob
 import io
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pneumoscan.core.atomic import atomic_write_bytes
 from pneumoscan.errors import DataError
 from pneumoscan.models.precision import PRECISIONS
 
@@ -178,6 +178,4 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)

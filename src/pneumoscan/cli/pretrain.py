@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from pneumoscan.data.options import parse_data_options
     from pneumoscan.errors import ConfigError
     from pneumoscan.training.config import AugmentConfig, TrainConfig
     from pneumoscan.training.pretrain import SSL_AUGMENT, SSLConfig, pretrain
@@ -72,12 +73,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, f"aug_{name}")
         if value is not None:
             aug[name] = value
-    opts = {}
-    for item in args.data_option:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--data-option needs KEY=VALUE, got '{item}'")
-        opts[key.strip()] = val.strip()
+    opts = parse_data_options(args.data_option)
     cfg = TrainConfig(data=tuple(args.data), data_options=opts, model=args.model, image_size=args.image_size,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       warmup_epochs=args.warmup_epochs, pretrained=args.pretrained, weights=args.weights,

@@ -33,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Print the registered sources with their policies (text or JSON)."""
     from pneumoscan.data.label_policy import policy_for
-    from pneumoscan.data.sources import available_sources, parse_data_options
+    from pneumoscan.data.options import parse_data_options
+    from pneumoscan.data.sources import available_sources
     from pneumoscan.errors import ConfigError
 
     sources = available_sources()

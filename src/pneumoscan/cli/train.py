@@ -102,6 +102,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """Merge: dataclass defaults < --config file < explicit command-line options."""
+    from pneumoscan.data.options import parse_data_options
     from pneumoscan.training.config import TrainConfig, load_config_file
 
     values: dict[str, Any] = load_config_file(args.config) if args.config else {}
@@ -125,12 +126,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         values["augment"] = aug
     if args.data:
         values["data"] = args.data
-    opts = {}
-    for item in args.data_option:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--data-option needs KEY=VALUE, got '{item}'")
-        opts[key.strip()] = val.strip()
+    opts = parse_data_options(args.data_option)
     if opts:
         values["data_options"] = {**(values.get("data_options") or {}), **opts}
     return TrainConfig.from_dict(values)

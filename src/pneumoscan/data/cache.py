@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from pneumoscan.core.atomic import atomic_path
 from pneumoscan.data.lungs import LungGeometry, geometry_from_mask, prepare_cropped
 from pneumoscan.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, prepare
 from pneumoscan.errors import DataError, ImageReadError
@@ -204,7 +205,7 @@ def _load_cached(target: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         if arr.shape == shape and arr.dtype == np.uint8:
             logger.info("cache hit: %s", target)
             return arr
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
         logger.warning("ignoring unreadable cache %s (%s)", target, err)
     return None
 
@@ -212,10 +213,8 @@ def _load_cached(target: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 def _save_cache(target: Path, arr: np.ndarray) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
-        os.replace(tmp, target)
         logger.info("cache written: %s (%.1f MB)", target, arr.nbytes / 1e6)
     except OSError as err:  # a read-only home must not stop training
         logger.warning("could not write cache %s: %s", target, err)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from pneumoscan.core.atomic import atomic_path
 from pneumoscan.data.records import Record
 from pneumoscan.errors import DataError
 
@@ -108,12 +108,10 @@ def shared_patients(a: Sequence[Record], b: Sequence[Record]) -> set[str]:
 def save_splits(splits: dict[str, list[Record]], path: Path) -> None:
     """Write ``path,label,split,patient_id,source,subtype,view`` for every record, atomically (``view`` from the
     manifest when it has one, so that the file is a manifest ``pneumoscan evaluate --group-by view`` can read)."""
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "split", "patient_id", "source", "subtype", "view"])
         for name in ("train", "val", "test"):
             for r in splits.get(name, []):
                 w.writerow([r.path, r.label, name, r.patient_id or "", r.source, r.subtype or "",
                             (r.extra or {}).get("view", "")])
-    os.replace(tmp, path)

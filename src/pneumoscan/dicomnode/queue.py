@@ -19,9 +19,7 @@ forwarded) → ``done``. SQLite runs in WAL mode with ``synchronous=FULL`` so th
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumoscan.core import atomic
 from pneumoscan.errors import ConfigError
 
 _SCHEMA = """
@@ -70,23 +69,10 @@ class QueueItem:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent or complete, even after a kill -9 or power loss
-    (temporary file in the same folder, fsync, rename, fsync of the folder)."""
+    (:func:`pneumoscan.core.atomic.atomic_write_bytes`), readable by the owner only (patient data), creating the
+    folder if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic.atomic_write_bytes(path, data, mode=0o600)
 
 
 class WorkQueue:

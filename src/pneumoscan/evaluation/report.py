@@ -4,8 +4,8 @@ The HTML report is a single file that opens offline and can be mailed or archive
 are embedded as base64 ``data:`` URIs, the CSS is inline, and there are no scripts, fonts or links to fetch. All
 text that comes from outside (paths, model and data descriptions, subgroup names) is HTML-escaped.
 
-Every file is written atomically (a temporary file in the same folder, then :func:`os.replace`), so a crash or a
-concurrent reader never sees half a report file.
+Every file is written atomically (:mod:`pneumoscan.core.atomic`: a temporary file in the same folder, fsync, then
+``os.replace``), so a crash or a concurrent reader never sees half a report file.
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as _dt
-import functools
 import html
 import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +27,7 @@ from scipy.special import expit
 from scipy.special import logit as scipy_logit
 
 from pneumoscan import CLASS_NAMES, __version__
+from pneumoscan.core.atomic import atomic_write_bytes, atomic_write_text
 from pneumoscan.errors import DataError, PneumoError
 from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.bootstrap import bootstrap_ci, group_codes, standard_metrics, threshold_metric
@@ -60,37 +58,6 @@ LABELS = {
 OPERATING_COLUMNS = ("sensitivity", "specificity", "ppv", "npv", "f1", "accuracy", "balanced_accuracy")
 FIGURES = ("roc", "pr", "confusion_matrix", "calibration", "histogram")
 HeatmapFn = Callable[[str], bytes]
-
-
-# ----------------------------------------------------------------------------------------------- file writing ---
-
-@functools.cache
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, then ``os.replace``.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the permissions a plain open() would
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def json_ready(obj: object) -> object:
@@ -667,11 +634,11 @@ def write_evaluation_report(
                             int(n_bootstrap), seed)
     figures = _figures(inp, doc, operating_points)
     gallery = _gallery(inp, heatmap_fn, gallery_size, has_files=paths is not None)
-    write_atomic(out / "metrics.json", dumps_json(doc))
-    write_atomic(out / "predictions.csv", _predictions_csv(inp))
+    atomic_write_text(out / "metrics.json", dumps_json(doc))
+    atomic_write_text(out / "predictions.csv", _predictions_csv(inp))
     for name in FIGURES:
-        write_atomic(out / f"{name}.png", figures[name])
-    write_atomic(out / "summary.md", _summary_md(doc))
-    write_atomic(out / "report.html", _html(doc, figures, gallery, heatmaps=heatmap_fn is not None))
+        atomic_write_bytes(out / f"{name}.png", figures[name])
+    atomic_write_text(out / "summary.md", _summary_md(doc))
+    atomic_write_text(out / "report.html", _html(doc, figures, gallery, heatmaps=heatmap_fn is not None))
     logger.info("evaluation report written to %s", out)
     return doc

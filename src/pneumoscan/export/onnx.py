@@ -16,7 +16,6 @@ legacy tracer, deprecated by PyTorch but ~10x faster and a fallback for models `
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pneumoscan import __version__
+from pneumoscan.core.atomic import atomic_path
 from pneumoscan.errors import CheckpointError, ConfigError, PneumoError, require
 from pneumoscan.inference.onnx_backend import (
     FEATURES_OUTPUT,
@@ -186,13 +186,9 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = DEFA
             from err
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp.onnx")
-    try:
+    with atomic_path(output, suffix=".onnx") as tmp:  # replaces ``output`` only once the export is verified
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         diff = _verify(predictor, tmp, tolerance, seed)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     result = ExportResult(path=output, model=info.name, version=info.version, opset=int(opset_used),
                           exporter=exporter, max_abs_diff=diff, size_bytes=output.stat().st_size,

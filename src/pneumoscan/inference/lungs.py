@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pneumoscan.core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from pneumoscan.data.lungs import LungGeometry, geometry_from_mask
 from pneumoscan.data.preprocess import PreprocessConfig, prepare, to_float
 from pneumoscan.errors import CheckpointError
@@ -181,7 +182,6 @@ def _load_segmenter(folder: str, name: str, backend: str) -> LungSegmenter:
 
 def record_lung_metrics(name: str, metrics: dict[str, Any]) -> Path:
     """Store held-out metrics of the installed lung model ``name`` in its ``lung.json`` (atomically)."""
-    import os
     import platform
     import time
 
@@ -191,9 +191,7 @@ def record_lung_metrics(name: str, metrics: dict[str, Any]) -> Path:
         raise CheckpointError(f"--record needs the installed lung model ({info['name']}), not {name}")
     info["held_out"] = {**metrics, "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
                         platform.machine()}
-    tmp = meta.with_name(".lung.json.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, meta)
+    atomic_write_text(meta, json.dumps(info, indent=2) + "\n")
     return meta
 
 
@@ -221,7 +219,7 @@ def release_lung_model(checkpoint: str | Path, output: str | Path | None = None,
     ``lung.json`` naming both. The digest is the sha256 of the ``.pt`` file.
     """
     import hashlib
-    import os
+    import io
 
     import torch
 
@@ -234,16 +232,15 @@ def release_lung_model(checkpoint: str | Path, output: str | Path | None = None,
     state = load_lung_state(checkpoint)
     keep = ("format", "model", "state_dict", "preprocess", "split", "config", "epoch", "val_dice", "history")
     shipped = {k: state[k] for k in keep if k in state}
-    tmp = out_dir / f".lung-{os.getpid()}.tmp"
-    torch.save(shipped, tmp)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]
+    buf = io.BytesIO()  # the name holds the file's digest: write it to memory first, then atomically
+    torch.save(shipped, buf)
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()[:8]
     name = f"lung-unet-{digest}"
-    os.replace(tmp, out_dir / f"{name}.pt")
+    atomic_write_bytes(out_dir / f"{name}.pt", buf.getvalue())
 
     model = model_from_state(shipped)
     side = int(shipped["preprocess"]["image_size"])
     example = torch.randn(2, 1, side, side, generator=torch.Generator().manual_seed(0))
-    import io
     import warnings
 
     buf = io.BytesIO()
@@ -259,17 +256,15 @@ def release_lung_model(checkpoint: str | Path, output: str | Path | None = None,
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     onnx_path = out_dir / f"{name}.onnx"
-    onnx_tmp = out_dir / f".{name}.onnx.tmp"
-    onnx_tmp.write_bytes(proto.SerializeToString())
-    seg_onnx = LungSegmenter._from_onnx(onnx_tmp, name)
-    with torch.inference_mode():
-        want = torch.sigmoid(model(example)).numpy()
-    got = 1 / (1 + np.exp(-seg_onnx._run(example.numpy())))
-    diff = float(np.abs(want - got).max())
-    if diff > tolerance:
-        onnx_tmp.unlink()
-        raise CheckpointError(f"ONNX lung model differs from PyTorch by {diff:.2e} (> {tolerance:g})")
-    os.replace(onnx_tmp, onnx_path)
+    with atomic_path(onnx_path) as onnx_tmp:  # replaces ``onnx_path`` only once it agrees with PyTorch
+        onnx_tmp.write_bytes(proto.SerializeToString())
+        seg_onnx = LungSegmenter._from_onnx(onnx_tmp, name)
+        with torch.inference_mode():
+            want = torch.sigmoid(model(example)).numpy()
+        got = 1 / (1 + np.exp(-seg_onnx._run(example.numpy())))
+        diff = float(np.abs(want - got).max())
+        if diff > tolerance:
+            raise CheckpointError(f"ONNX lung model differs from PyTorch by {diff:.2e} (> {tolerance:g})")
 
     info = {
         "name": name, "weights": f"{name}.pt", "onnx": f"{name}.onnx", "onnx_max_abs_diff": diff,
@@ -285,7 +280,5 @@ def release_lung_model(checkpoint: str | Path, output: str | Path | None = None,
         "licence": LUNG_LICENCE, "citations": list(LUNG_CITATIONS),
     }
     meta = out_dir / "lung.json"
-    meta_tmp = out_dir / ".lung.json.tmp"
-    meta_tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(meta_tmp, meta)
+    atomic_write_text(meta, json.dumps(info, indent=2) + "\n")
     return meta

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 import re
 import zipfile
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from pneumoscan.core.atomic import atomic_path
 from pneumoscan.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -38,17 +38,12 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(dict(state), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
-#: Temp files of an atomic write in a run folder: ``.last.pt.<pid>.tmp`` (checkpoints), ``.metrics.csv.tmp`` (text).
+#: Temp files of an atomic write (core.atomic) in a run folder: ``.last.pt.<pid>.tmp``, ``.metrics.csv.<pid>.tmp``.
 TEMP_FILE = re.compile(r"^\.[^/]+?(\.\d+)?\.tmp$")
 
 

@@ -9,13 +9,13 @@ network access it raises :class:`PretrainedWeightsError` saying how to supply th
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pneumoscan.core.atomic import atomic_path
 from pneumoscan.errors import ModelNotFoundError, PretrainedWeightsError
 
 logger = logging.getLogger(__name__)
@@ -184,9 +184,8 @@ def _convert_by_position(source: Path, target: Path, timm_name: str) -> None:
             raise PretrainedWeightsError(f"{source}: tensor {k_src} has shape {tuple(v.shape)}, expected {k_ref}")
         out[k_ref] = v
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    torch.save(out, tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        torch.save(out, tmp)
     logger.info("converted %s ImageNet weights to %s", timm_name, target)
 
 

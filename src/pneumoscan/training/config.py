@@ -4,13 +4,13 @@ in every checkpoint. YAML files (``--config``, and what ``pneumoscan tune`` writ
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pneumoscan.core.atomic import atomic_write_text
 from pneumoscan.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -247,6 +247,4 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def dump_config(config: TrainConfig, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -12,12 +12,12 @@ import csv
 import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pneumoscan.core.atomic import atomic_write_text
 from pneumoscan.models.checkpoint import load_checkpoint, save_checkpoint
 from pneumoscan.training.engine import predict_logits
 
@@ -88,9 +88,7 @@ def finalize_run(run_dir: Path, data: PreparedData, trainer: Trainer, wall_secon
         "operating_points": ops["operating_points"], "wall_seconds": round(wall_seconds, 1),
         "hardware": trainer.hw.description, "calibration_precision": trainer.hw.precision, "checkpoint": str(best_path),
     }
-    tmp = run_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, run_dir / "summary.json")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     logger.info("run complete: best val %s %.4f at epoch %d; threshold %.4f (%s)", cfg.select_by, best["best_metric"],
                 summary["best_epoch"], ops["threshold"], ops["threshold_rule"])
 
@@ -112,9 +110,7 @@ def _fit_gate(best_path: Path, run_dir: Path) -> None:
     except (PneumoError, ValueError, OSError) as err:
         logger.warning("competence gate not fitted (%s); run `pneumoscan calibrate --checkpoint %s`", err, best_path)
         return
-    tmp = run_dir / ".gate_report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    os.replace(tmp, run_dir / "gate_report.json")
+    atomic_write_text(run_dir / "gate_report.json", json.dumps(report, indent=2))
     logger.info("competence gate: %.1f%% of validation images refused; populations %s (default %s)",
                 100 * report["val_refused"]["refused_rate"], ", ".join(report["populations"]),
                 report["default_population"])
@@ -126,6 +122,4 @@ def _write_val_predictions(path: Path, data: PreparedData, logits: np.ndarray, p
     w.writerow(["path", "label", "logit", "probability", "patient_id"])
     for r, lg, p in zip(data.splits["val"], logits, probs, strict=True):
         w.writerow([r.path, r.label, f"{lg:.6f}", f"{p:.6f}", r.patient_id or ""])
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())

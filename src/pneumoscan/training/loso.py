@@ -309,10 +309,11 @@ def _result_header(cfg: TrainConfig, folds: Sequence[Fold], options: LosoOptions
 
 
 def _write(output: Path, result: Mapping[str, Any]) -> None:
-    from pneumoscan.evaluation.report import dumps_json, write_atomic
+    from pneumoscan.core.atomic import atomic_write_text
+    from pneumoscan.evaluation.report import dumps_json
 
-    write_atomic(output / "loso.json", dumps_json(result))
-    write_atomic(output / "loso.md", format_markdown(result))
+    atomic_write_text(output / "loso.json", dumps_json(result))
+    atomic_write_text(output / "loso.md", format_markdown(result))
 
 
 # --------------------------------------------------------------------------------------------------- rendering ---

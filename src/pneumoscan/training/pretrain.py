@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pneumoscan import CLASS_NAMES, __version__
+from pneumoscan.core.atomic import atomic_write_text
 from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.errors import CheckpointError, ConfigError
 from pneumoscan.models.checkpoint import FORMAT_VERSION, clean_state_dict, load_checkpoint, save_checkpoint
@@ -247,9 +247,7 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, va
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def pretrain(cfg: TrainConfig, ssl: SSLConfig, output: str | Path, *, resume: bool = False,

@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pneumoscan.core.atomic import atomic_path, atomic_write_text
 from pneumoscan.data.preprocess import PreprocessConfig, prepare, to_float
 from pneumoscan.errors import ConfigError, DataError, ImageReadError
 
@@ -278,7 +278,7 @@ def train_segmenter(cfg: SegmentConfig, output: str | Path) -> Path:
     wall = time.perf_counter() - started
     summary = {"best_val_dice": best, "epochs_run": len(history), "train_seconds": round(wall, 1),
                "n": {k: len(v) for k, v in splits.items()}, "torch_threads": torch.get_num_threads()}
-    _atomic_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return run_dir
 
 
@@ -308,15 +308,8 @@ def _train_epoch(model: Any, opt: Any, sched: Any, xs: Any, ys: Any, cfg: Segmen
 def _save(state: dict[str, Any], path: Path) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _write_splits(splits: dict[str, list[MaskRecord]], path: Path) -> None:
@@ -326,7 +319,7 @@ def _write_splits(splits: dict[str, list[MaskRecord]], path: Path) -> None:
     for name, recs in splits.items():
         for r in recs:
             w.writerow([Path(r.image).name, r.source, name])
-    _atomic_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _write_history(history: list[dict[str, Any]], path: Path) -> None:
@@ -334,7 +327,7 @@ def _write_history(history: list[dict[str, Any]], path: Path) -> None:
     w = csv.DictWriter(buf, fieldnames=list(history[0]))
     w.writeheader()
     w.writerows(history)
-    _atomic_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from pneumoscan import CLASS_NAMES, __version__
+from pneumoscan.core.atomic import atomic_write_text
 from pneumoscan.data.cache import load_or_build
 from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.data.records import Record, distinct_source_names
@@ -528,13 +529,7 @@ def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
     w = csv.DictWriter(buf, fieldnames=list(history[0].keys()))
     w.writeheader()
     w.writerows(history)
-    _atomic_write_text(path, buf.getvalue())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -574,7 +569,7 @@ def fit(cfg: TrainConfig, output: str | Path, *, resume: bool = False, cache_dir
             save_splits(data.splits, run_dir / "splits.csv")
             info = {**data.info, "hardware": hw.description, "world_size": dist_info.world_size,
                     "pneumoscan": __version__, "torch": torch.__version__}
-            _atomic_write_text(run_dir / "data.json", json.dumps(info, indent=2, default=str))
+            atomic_write_text(run_dir / "data.json", json.dumps(info, indent=2, default=str))
         barrier(dist_info)
         if resumed is not None:
             trainer.restore(resumed)

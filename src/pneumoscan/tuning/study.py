@@ -48,6 +48,7 @@ import torch
 import yaml
 
 from pneumoscan import __version__
+from pneumoscan.core.atomic import atomic_write_text
 from pneumoscan.data.splits import save_splits
 from pneumoscan.errors import ConfigError, DataError, require
 from pneumoscan.models.hardware import Hardware, resolve_hardware
@@ -245,7 +246,7 @@ class _Objective:
         info = {**data.info, "hardware": self.hw.description, "world_size": 1, "pneumoscan": __version__,
                 "torch": torch.__version__, "study": self.study_name, "trial": number,
                 "splits_file": str(self.output / "splits.csv")}
-        _atomic_write(run_dir / "data.json", json.dumps(info, indent=2, default=str))
+        atomic_write_text(run_dir / "data.json", json.dumps(info, indent=2, default=str))
 
 
 # ----------------------------------------------------------------------------------------- study handling ---
@@ -388,12 +389,6 @@ def _fmt_param(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The complete trial with the highest value (lowest number on ties), or None."""
     complete = study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.COMPLETE,))
@@ -412,7 +407,7 @@ def write_best_config(study: optuna.Study, path: Path) -> Path | None:
               f"validation ROC-AUC {best.value:.4f} after {best.user_attrs.get('epochs_run', '?')} epoch(s).\n"
               f"# epochs and max_train_images are the tuning budget; raise them for the final run, e.g.\n"
               f"#   pneumoscan train --config {path.name} --data SPEC --epochs 20 --max-train-images 0 --output DIR\n")
-    _atomic_write(path, header + yaml.safe_dump(values, sort_keys=False))
+    atomic_write_text(path, header + yaml.safe_dump(values, sort_keys=False))
     return path
 
 
@@ -432,7 +427,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> Path:
                          t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else "",
                          *(t.params.get(p, "") for p in params), t.user_attrs.get("run_dir", ""),
                          _note(t, interrupted)])
-    _atomic_write(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
     return path
 
 

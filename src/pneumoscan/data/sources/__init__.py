@@ -26,15 +26,15 @@ Every loader has the signature ``(path: Path, options: dict[str, str]) -> list[R
 :class:`~pneumoscan.errors.DataError` naming the file or folder when the layout is wrong. Images listed in the
 metadata but missing on disk are skipped with a warning (partial downloads are common).
 
-:func:`available_sources` lists them; :func:`parse_data_options` turns repeated ``--data-option key=value`` CLI
-values into the options dict.
+:func:`available_sources` lists them; :func:`parse_data_options` (from :mod:`pneumoscan.data.options`) turns
+repeated ``--data-option key=value`` CLI values into the options dict.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
+from pneumoscan.data.options import parse_data_options
 from pneumoscan.data.records import Record, load_folder, load_manifest, registered_sources, source_docs
 from pneumoscan.data.sources import (  # noqa: F401
     chexpert,
@@ -90,17 +90,3 @@ def load_records(spec: str | Path, options: dict[str, str] | None = None) -> lis
         raise DataError(f"{text}: no images found")
     return records
 
-
-def parse_data_options(pairs: Iterable[str] | None) -> dict[str, str]:
-    """``["views=all", "uncertain=positive"]`` -> ``{"views": "all", "uncertain": "positive"}``.
-
-    Raises:
-        ConfigError: an item without ``=`` or with an empty key.
-    """
-    out: dict[str, str] = {}
-    for item in pairs or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--data-option '{item}' must look like key=value")
-        out[key.strip()] = value.strip()
-    return out

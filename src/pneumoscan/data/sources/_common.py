@@ -7,12 +7,12 @@ import gzip
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from pneumoscan.core.atomic import atomic_path
 from pneumoscan.data.label_policy import SWITCHES
 from pneumoscan.data.records import Record
 from pneumoscan.errors import ConfigError, DataError
@@ -178,14 +178,8 @@ def write_png_atomic(target: Path, array: np.ndarray) -> None:
     from PIL import Image
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".png.tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(array).save(fh, format="PNG")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target, mode=0o600) as tmp, open(tmp, "wb") as fh:  # owner-only, as always
+        Image.fromarray(array).save(fh, format="PNG")
 
 
 def view_kept(view: str, views: str) -> bool:

@@ -22,7 +22,8 @@ from pneumoscan.models.checkpoint import load_checkpoint, save_checkpoint
 from pneumoscan.training.engine import predict_logits
 
 if TYPE_CHECKING:
-    from pneumoscan.training.trainer import PreparedData, Trainer
+    from pneumoscan.training.setup import PreparedData
+    from pneumoscan.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,7 @@ from pneumoscan.models.checkpoint import load_checkpoint, save_checkpoint
 from pneumoscan.training.engine import predict_logits
 
 if TYPE_CHECKING:
-    from pneumoscan.training.setup import PreparedData
-    from pneumoscan.training.trainer import Trainer
+    from pneumoscan.training.trainer import PreparedData, Trainer
 
 logger = logging.getLogger(__name__)
 

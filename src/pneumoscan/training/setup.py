@@ -28,7 +28,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +49,9 @@ from pneumoscan.models.registry import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, co
 from pneumoscan.training.config import TrainConfig, dump_config
 from pneumoscan.training.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from pneumoscan.training.finalize import finalize_run
-from pneumoscan.training.trainer import EpochCallback, Trainer, acquisition_cell, atomic_write_text
+from pneumoscan.training.trainer import EpochCallback, PreparedData, Trainer, acquisition_cell, atomic_write_text
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedData:
-    """Splits plus the decoded train/val images (uint8, N×S×S) and labels."""
-
-    splits: dict[str, list[Record]]
-    images: dict[str, np.ndarray]
-    labels: dict[str, np.ndarray]
-    info: dict[str, Any]
 
 
 def preprocess_for(cfg: TrainConfig) -> PreprocessConfig:

@@ -16,8 +16,9 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,10 +34,18 @@ from pneumoscan.training.config import TrainConfig
 from pneumoscan.training.distributed import DistInfo, barrier, gather_objects
 from pneumoscan.training.engine import predict_logits, recompute_bn_stats, train_one_epoch
 
-if TYPE_CHECKING:
-    from pneumoscan.training.setup import PreparedData
-
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """What the loop trains and validates on (made by :func:`pneumoscan.training.setup.prepare_data`): splits plus
+    the decoded train/val images (uint8, N×S×S) and labels."""
+
+    splits: dict[str, list[Record]]
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    info: dict[str, Any]
 
 
 class StopTraining(Exception):

@@ -56,8 +56,8 @@ from pneumoscan.models.registry import get_spec
 from pneumoscan.training.config import OPTIMIZERS, TrainConfig, dump_config
 from pneumoscan.training.distributed import DistInfo
 from pneumoscan.training.finalize import finalize_run
-from pneumoscan.training.setup import PreparedData, build_trainer, prepare_data
-from pneumoscan.training.trainer import Trainer
+from pneumoscan.training.setup import build_trainer, prepare_data
+from pneumoscan.training.trainer import PreparedData, Trainer
 
 if TYPE_CHECKING:
     import optuna

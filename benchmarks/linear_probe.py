@@ -47,9 +47,10 @@ def probe_one(init: str, args: argparse.Namespace, data: object) -> dict[str, ob
 
     from pneumoscan.models import create_model
     from pneumoscan.models.hardware import resolve_hardware
+    from pneumoscan.models.init_weights import load_init_weights
     from pneumoscan.training.config import TrainConfig
-    from pneumoscan.training.pretrain import embed, linear_probe, load_init_weights
-    from pneumoscan.training.trainer import preprocess_for
+    from pneumoscan.training.pretrain import embed, linear_probe
+    from pneumoscan.training.setup import preprocess_for
 
     torch.manual_seed(args.seed)
     base = {"data": (args.data,), "model": args.model, "image_size": args.image_size}
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pneumoscan.training.config import TrainConfig
-    from pneumoscan.training.trainer import prepare_data
+    from pneumoscan.training.setup import prepare_data
 
     cfg = TrainConfig(data=(args.data,), model=args.model, image_size=args.image_size, seed=args.seed,
                       val_fraction=args.val_fraction, leak_check="off")

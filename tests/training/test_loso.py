@@ -62,12 +62,12 @@ def loso_run(specs: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any training attempt fail the test: the folds under test must be reused."""
-    from pneumoscan.training import trainer
+    from pneumoscan.training import setup
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a finished fold was trained again")
 
-    monkeypatch.setattr(trainer, "fit", refuse)
+    monkeypatch.setattr(setup, "fit", refuse)
 
 
 def _copy(run: Path, tmp_path: Path) -> Path:

@@ -20,7 +20,7 @@ from pneumoscan.data.records import Record
 from pneumoscan.data.sources import load_records
 from pneumoscan.data.splits import make_splits
 from pneumoscan.training.config import TrainConfig
-from pneumoscan.training.trainer import _sampling_weights
+from pneumoscan.training.setup import _sampling_weights
 from tests.data.test_sources import NIH_HEADER, write_csv
 from tests.fixtures import make_dataset_folder, make_xray_like, write_dicom, write_png
 

@@ -14,9 +14,10 @@ from pneumoscan.cli.main import main
 from pneumoscan.errors import ConfigError
 from pneumoscan.models import create_model
 from pneumoscan.models.checkpoint import load_checkpoint
+from pneumoscan.models.init_weights import classifier_keys, load_init_weights
 from pneumoscan.training.config import TrainConfig
-from pneumoscan.training.pretrain import classifier_keys, load_init_weights, nt_xent_loss
-from pneumoscan.training.trainer import build_model, preprocess_for
+from pneumoscan.training.pretrain import nt_xent_loss
+from pneumoscan.training.setup import build_model, preprocess_for
 from tests.training.conftest import train_args
 
 

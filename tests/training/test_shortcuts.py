@@ -15,13 +15,8 @@ from pneumoscan.errors import ConfigError
 from pneumoscan.models.checkpoint import load_checkpoint
 from pneumoscan.training.augment import BatchAugment
 from pneumoscan.training.config import AugmentConfig, TrainConfig
-from pneumoscan.training.trainer import (
-    _group_weights,
-    acquisition_cell,
-    cap_per_source,
-    group_aucs,
-    selection_score,
-)
+from pneumoscan.training.setup import _group_weights, cap_per_source
+from pneumoscan.training.trainer import acquisition_cell, group_aucs, selection_score
 from tests.training.conftest import train_args
 
 ACQ = {"gamma": 0.3, "blur": 1.0, "noise": 0.03, "jpeg": 0.5, "downscale": 0.5, "text": 0.5}

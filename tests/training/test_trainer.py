@@ -229,3 +229,50 @@ def test_image_cache_is_reused_and_invalidated(tiny_data: Path, tmp_path: Path) 
     assert len(list((tmp_path / "images").glob("*.npy"))) == 1
     load_or_build(paths, 40, tmp_path, workers=1)  # other preprocessing -> new cache
     assert len(list((tmp_path / "images").glob("*.npy"))) == 2
+
+
+class _Recorder:
+    """An epoch callback that keeps what it is shown and stops the run after ``stop_after`` epochs."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stop_after, self.seen = stop_after, []
+
+    def on_epoch_end(self, trainer: object, epoch: int, metrics: dict[str, object]) -> None:
+        from pneumoscan.training.trainer import StopTraining
+
+        self.seen.append((epoch, dict(metrics)))
+        if self.stop_after is not None and epoch + 1 >= self.stop_after:
+            raise StopTraining(f"enough after {epoch + 1}")
+
+
+def _callback_run(tiny_data: Path, tmp_path: Path, callbacks: list[_Recorder]) -> object:
+    from pneumoscan.models.hardware import resolve_hardware
+    from pneumoscan.training.config import TrainConfig
+    from pneumoscan.training.distributed import DistInfo
+    from pneumoscan.training.setup import build_trainer, prepare_data
+
+    cfg = TrainConfig(data=(str(tiny_data),), model="cnn", image_size=32, epochs=4, batch_size=8, patience=10,
+                      device="cpu", precision="fp32", workers=1)
+    data = prepare_data(cfg, tmp_path / "cache")
+    (tmp_path / "run").mkdir()
+    trainer = build_trainer(cfg, tmp_path / "run", data, resolve_hardware("cpu", "fp32"), DistInfo(),
+                            callbacks=callbacks)
+    trainer.run()
+    return trainer
+
+
+def test_epoch_callbacks_see_every_epoch_and_can_stop_training(tiny_data: Path, tmp_path: Path) -> None:
+    watcher, stopper = _Recorder(), _Recorder(stop_after=2)
+    trainer = _callback_run(tiny_data, tmp_path, [watcher, stopper])
+    assert [e for e, _ in watcher.seen] == [0, 1] == [e for e, _ in stopper.seen]
+    assert [m for _, m in watcher.seen] == trainer.history  # each epoch's metrics.csv row, as written
+    assert {"val_roc_auc", "val_select", "train_loss", "best"} <= set(watcher.seen[0][1])
+    assert trainer.stopped_by == "enough after 2"
+    assert len(trainer.history) == 2 and trainer.cfg.epochs == 4
+    assert load_checkpoint(trainer.run_dir / "last.pt")["epoch"] == 1  # the stopping epoch was saved first
+
+
+def test_without_a_stop_every_epoch_reaches_the_callbacks(tiny_data: Path, tmp_path: Path) -> None:
+    watcher = _Recorder()
+    trainer = _callback_run(tiny_data, tmp_path, [watcher])
+    assert [e for e, _ in watcher.seen] == [0, 1, 2, 3] and trainer.stopped_by is None

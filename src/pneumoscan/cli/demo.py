@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pneumoscan.inference.evaluate import evaluate_model
     from pneumoscan.training.config import TrainConfig
-    from pneumoscan.training.trainer import fit
+    from pneumoscan.training.setup import fit
 
     manifest = find_examples()
     out: Path = args.output

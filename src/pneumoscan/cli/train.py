@@ -141,7 +141,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pneumoscan.training.trainer import fit
+    from pneumoscan.training.setup import fit
 
     if args.resume and not args.data and not args.config:
         cfg = _resume_config(args)

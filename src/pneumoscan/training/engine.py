@@ -1,4 +1,8 @@
-"""One training epoch and batched inference over in-memory uint8 images.
+"""The training step, one training epoch and batched inference over in-memory uint8 images.
+
+:func:`train_step` is the one place a batch meets ``optimizer.step()`` (autocast, fp16 loss scaling); supervised
+training (:func:`train_one_epoch`) and SimCLR pre-training (:mod:`pneumoscan.training.pretrain`) both call it, each
+with its own loss function.
 
 The images are already decoded and resized (:mod:`pneumoscan.data.cache`), so a batch is an index into a uint8
 array: no DataLoader workers compete with the model for the two CPU cores, and nothing can crash inside a worker.
@@ -35,9 +39,34 @@ def batches(indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
         yield indices[start:start + batch_size]
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def train_step(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor | None, *,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, hw: Hardware) -> torch.Tensor:
+    """One optimisation step on a batch: forward under the autocast of ``hw``, ``loss_fn(outputs.float(), targets)``,
+    backward and ``optimizer.step()``; returns the loss (detached).
+
+    With a ``scaler`` (fp16 on CUDA) the loss is scaled before backward and the step is skipped when the scaled
+    gradients overflow (``GradScaler.step``), as fp16 gradients would otherwise underflow to zero.
+    """
+    with autocast(hw):
+        outputs = model(inputs)
+    loss = loss_fn(outputs.float(), targets)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
+
+
 def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, order: np.ndarray, *,
                     batch_size: int, preprocess: PreprocessConfig, hw: Hardware, optimizer: torch.optim.Optimizer,
-                    loss_fn: nn.Module, augment: Callable[[torch.Tensor], torch.Tensor] | None,
+                    loss_fn: LossFn, augment: Callable[[torch.Tensor], torch.Tensor] | None,
                     scaler: torch.amp.GradScaler | None = None, label_smoothing: float = 0.0,
                     progress: object | None = None) -> float:
     """Train over ``order`` (indices into images/labels) once; returns the mean loss.
@@ -52,18 +81,8 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, or
         targets = torch.from_numpy(labels[sorted_idx].astype(np.float32)).to(hw.device).unsqueeze(1)
         if label_smoothing:
             targets = targets * (1 - label_smoothing) + 0.5 * label_smoothing
-        with autocast(hw):
-            logits = model(inputs)
-        loss = loss_fn(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        total += float(loss.detach()) * len(idx)
+        loss = train_step(model, loss_fn, inputs, targets, optimizer=optimizer, scaler=scaler, hw=hw)
+        total += float(loss) * len(idx)
         seen += len(idx)
         if progress is not None:
             progress.update(len(idx))  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 A model that scores 0.98 ROC-AUC on its own test split can be near chance on another collection (different scanners,
 populations, label definitions). LOSO measures that gap with the ordinary pipeline: for each source ``S`` of the
-``--data`` specs, a model is trained on every *other* source with :func:`pneumoscan.training.trainer.fit` (their
+``--data`` specs, a model is trained on every *other* source with :func:`pneumoscan.training.setup.fit` (their
 train/val parts, validation carved by patient as usual, threshold and temperature chosen on that validation split)
 and evaluated with :func:`pneumoscan.inference.evaluate.evaluate_model` on ``S`` held out. For contrast, the same
 model is also evaluated on the test split of its own training sources (``splits.csv``, split ``test``).
@@ -183,7 +183,7 @@ def _clear_unstarted_run(run_dir: Path) -> None:
 
 def train_fold(fold: Fold, cfg: TrainConfig, output: Path, cache_dir: Path | None) -> str:
     """Train (or resume) the fold's model; returns ``trained``, ``resumed`` or ``skipped`` (already finished)."""
-    from pneumoscan.training.trainer import fit
+    from pneumoscan.training.setup import fit
 
     run_dir = output / fold.run_name
     fold_cfg = cfg.replace(data=fold.train)

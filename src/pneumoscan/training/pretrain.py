@@ -34,14 +34,16 @@ from torch import nn
 from pneumoscan import CLASS_NAMES, __version__
 from pneumoscan.core.atomic import atomic_write_text
 from pneumoscan.data.preprocess import PreprocessConfig
-from pneumoscan.errors import CheckpointError, ConfigError
-from pneumoscan.models.checkpoint import FORMAT_VERSION, clean_state_dict, load_checkpoint, save_checkpoint
+from pneumoscan.errors import ConfigError
+from pneumoscan.models.checkpoint import FORMAT_VERSION, save_checkpoint
 from pneumoscan.models.hardware import Hardware, resolve_hardware
 from pneumoscan.models.precision import autocast
 from pneumoscan.models.registry import count_parameters, create_model
+from pneumoscan.training import engine
 from pneumoscan.training.augment import BatchAugment
 from pneumoscan.training.config import AugmentConfig, TrainConfig
 from pneumoscan.training.engine import batches, to_input
+from pneumoscan.training.setup import build_optimizer, build_scheduler, prepare_data, prepare_run_dir, preprocess_for
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,18 @@ def nt_xent_loss(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(sim, targets)
 
 
+class NTXentLoss(nn.Module):
+    """:func:`nt_xent_loss` as the loss function of :func:`pneumoscan.training.engine.train_step` (no targets: the
+    pairing of the two views is the target)."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, embeddings: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        return nt_xent_loss(embeddings, self.temperature)
+
+
 class SimCLR(nn.Module):
     """Encoder (the architecture without its classifier) + projection MLP."""
 
@@ -114,8 +128,8 @@ def build_encoder(cfg: TrainConfig) -> tuple[nn.Module, int]:
 
 
 def preprocess_for_pretrain(cfg: TrainConfig) -> PreprocessConfig:
-    from pneumoscan.training.trainer import preprocess_for
-
+    """The normalisation ``pneumoscan train`` uses with the same options (:func:`.setup.preprocess_for`), so that
+    fine-tuning sees what the encoder saw."""
     return preprocess_for(cfg)
 
 
@@ -123,8 +137,6 @@ class Pretrainer:
     """State of one SimCLR run; :meth:`run` goes from ``start_epoch`` to ``cfg.epochs``."""
 
     def __init__(self, cfg: TrainConfig, ssl: SSLConfig, run_dir: Path, images: np.ndarray, hw: Hardware) -> None:
-        from pneumoscan.training.trainer import build_optimizer, build_scheduler
-
         if len(images) < 2:
             raise ConfigError("self-supervised pre-training needs at least 2 training images")
         self.cfg, self.ssl, self.run_dir, self.images, self.hw = cfg, ssl, run_dir, images, hw
@@ -136,6 +148,9 @@ class Pretrainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
+        # fp16 gradients underflow without loss scaling: the same GradScaler rule as supervised training
+        self.scaler = torch.amp.GradScaler("cuda") if hw.amp_dtype is torch.float16 else None
+        self.loss_fn = NTXentLoss(ssl.temperature)
         self.order_gen = torch.Generator().manual_seed(cfg.seed + 11)
         self.augment = BatchAugment(cfg.augment, torch.Generator().manual_seed(cfg.seed + 23))
         self.start_epoch, self.history = 0, []
@@ -148,12 +163,15 @@ class Pretrainer:
                 "ssl": asdict(self.ssl), "preprocess": self.preprocess.to_dict(), "class_names": list(CLASS_NAMES),
                 "rng": {"torch": torch.get_rng_state(), "order": self.order_gen.get_state(),
                         "augment": self.augment.generator.get_state()},
-                "history": self.history, "version": __version__}
+                "history": self.history, "version": __version__,
+                **({"scaler": self.scaler.state_dict()} if self.scaler else {})}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         self.order_gen.set_state(state["rng"]["order"])
         self.augment.generator.set_state(state["rng"]["augment"])
@@ -171,13 +189,9 @@ class Pretrainer:
             batch = self.images[np.sort(idx)]
             views = torch.cat([to_input(batch, self.preprocess, self.hw, self.augment),
                                to_input(batch, self.preprocess, self.hw, self.augment)])
-            with autocast(self.hw):
-                z = self.model(views)
-            loss = nt_xent_loss(z, self.ssl.temperature)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += float(loss.detach()) * len(idx)
+            loss = engine.train_step(self.model, self.loss_fn, views, None, optimizer=self.optimizer,
+                                     scaler=self.scaler, hw=self.hw)
+            total += float(loss) * len(idx)
             seen += len(idx)
             if progress is not None:
                 progress.update(len(idx))
@@ -256,11 +270,9 @@ def pretrain(cfg: TrainConfig, ssl: SSLConfig, output: str | Path, *, resume: bo
 
     With ``resume=True`` the configuration saved in ``last.pt`` is used (``epochs`` may be raised from ``cfg``).
     """
-    from pneumoscan.training.trainer import _prepare_run_dir, prepare_data
-
     run_dir = Path(output)
     hw = resolve_hardware(cfg.device, cfg.precision)
-    resumed = _prepare_run_dir(run_dir, resume)
+    resumed = prepare_run_dir(run_dir, resume)
     if resumed is not None:
         saved = TrainConfig.from_dict(resumed["config"])
         cfg = saved.replace(epochs=max(cfg.epochs, saved.epochs))
@@ -290,47 +302,3 @@ def pretrain(cfg: TrainConfig, ssl: SSLConfig, output: str | Path, *, resume: bo
                                              "wall_seconds_this_session": round(wall, 1)})
     save_checkpoint(trainer.encoder_state(split, probe), run_dir / "encoder.pt")
     return run_dir
-
-
-def classifier_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of the model's classifier head (timm's ``get_classifier``)."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "classifier", None)
-    if head is None:
-        return set()
-    for name, module in model.named_modules():
-        if module is head:
-            return {f"{name}.{k}" for k in head.state_dict()}
-    return set()
-
-
-def load_init_weights(model: nn.Module, path: str | Path, model_name: str) -> dict[str, Any]:
-    """Load ``encoder.pt`` (or any pneumoscan checkpoint of the same architecture) into ``model``.
-
-    Everything but the classifier must match exactly; a head present in the file is loaded too when its shape fits.
-    Returns the file's metadata (without weights).
-
-    Raises:
-        ConfigError: a different architecture, or weights that do not fit.
-    """
-    try:
-        state = load_checkpoint(path)
-    except CheckpointError as err:
-        raise ConfigError(f"--init-from: {err}") from err
-    name = state["model"].get("name")
-    if name != model_name:
-        raise ConfigError(f"--init-from {path}: weights are for model '{name}', not '{model_name}'")
-    weights = clean_state_dict(state["state_dict"])
-    head = classifier_keys(model)
-    own = model.state_dict()
-    weights = {k: v for k, v in weights.items() if k not in head or (k in own and own[k].shape == v.shape)}
-    try:
-        result = model.load_state_dict(weights, strict=False)
-    except RuntimeError as err:
-        raise ConfigError(f"--init-from {path}: weights do not fit '{model_name}': {str(err).splitlines()[0]}") \
-            from err
-    missing = [k for k in result.missing_keys if k not in head]
-    if missing or result.unexpected_keys:
-        extra = (missing or list(result.unexpected_keys))[:3]
-        raise ConfigError(f"--init-from {path}: weights do not fit '{model_name}' (e.g. {', '.join(extra)})")
-    logger.info("initialised %s from %s (%s)", model_name, path, state.get("kind", "checkpoint"))
-    return {k: v for k, v in state.items() if k not in ("state_dict", "optimizer", "scheduler", "rng")}

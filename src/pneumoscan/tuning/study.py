@@ -3,7 +3,7 @@
 Why it is built this way:
 
 - **Validation only.** Every trial trains on the train part and is scored on the patient-grouped validation split
-  that :func:`pneumoscan.training.trainer.prepare_data` carves out of it; the test split is never decoded here. All
+  that :func:`pneumoscan.training.setup.prepare_data` carves out of it; the test split is never decoded here. All
   trials use the base configuration's ``seed`` and fractions, so they all see the *same* split and their scores are
   comparable — and ``pneumoscan train --config best_config.yaml`` re-creates that split.
 - **Resumable.** The study lives in SQLite (``DIR/study.db`` by default) and is opened with ``load_if_exists``:
@@ -12,7 +12,8 @@ Why it is built this way:
   on the next start such trials are marked FAIL when their process is gone (:func:`fail_stale_trials`), so they
   neither count as finished nor linger as running. The sampler is re-seeded with ``seed + number of trials`` so a
   resumed study does not replay the random start-up trials of the first run.
-- **Pruning.** :class:`PruningTrainer` reports the validation ROC-AUC after every epoch; the pruner (median by
+- **Pruning.** :class:`PruningCallback` (an epoch callback of the training loop) reports the validation ROC-AUC
+  after every epoch; the pruner (median by
   default) stops trials that are doing worse than the others at the same epoch, which is where most of the time of a
   search on a 2-core CPU would otherwise go.
 - **Decode once.** The decoded images are cached on disk per image size (:mod:`pneumoscan.data.cache`, shared by all
@@ -56,7 +57,8 @@ from pneumoscan.models.registry import get_spec
 from pneumoscan.training.config import OPTIMIZERS, TrainConfig, dump_config
 from pneumoscan.training.distributed import DistInfo
 from pneumoscan.training.finalize import finalize_run
-from pneumoscan.training.trainer import PreparedData, Trainer, prepare_data
+from pneumoscan.training.setup import build_trainer, prepare_data
+from pneumoscan.training.trainer import PreparedData, Trainer
 
 if TYPE_CHECKING:
     import optuna
@@ -165,19 +167,17 @@ def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
 
 # ------------------------------------------------------------------------------------------------- trials ---
 
-class PruningTrainer(Trainer):
-    """A :class:`Trainer` that reports validation ROC-AUC to an Optuna trial after every epoch and stops when the
-    pruner says so. Everything else (checkpoints, metrics.csv, early stopping) is the parent's."""
+class PruningCallback:
+    """An epoch callback of :class:`~pneumoscan.training.trainer.Trainer` that reports validation ROC-AUC to an Optuna
+    trial after every epoch and raises ``optuna.TrialPruned`` when the pruner says so (the trial ends PRUNED, its run
+    is not finalized). Everything else (checkpoints, metrics.csv, early stopping) is the loop's."""
 
-    def __init__(self, trial: optuna.Trial, cfg: TrainConfig, run_dir: Path, data: PreparedData, hw: Hardware,
-                 dist_info: DistInfo) -> None:
-        super().__init__(cfg, run_dir, data, hw, dist_info)
+    def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
 
-    def _end_epoch(self, epoch: int, loss: float, val_loss: float, val_auc: float, seconds: float, n: int) -> None:
-        super()._end_epoch(epoch, loss, val_loss, val_auc, seconds, n)
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
         optuna = _optuna()
-        value = float(self.history[-1]["val_roc_auc"])
+        value = float(metrics["val_roc_auc"])
         if not math.isfinite(value):  # diverged (non-finite logits) or a one-class validation split
             self.trial.set_user_attr("note", f"validation ROC-AUC not finite at epoch {epoch + 1}")
             raise optuna.TrialPruned(f"validation ROC-AUC is not finite at epoch {epoch + 1}")
@@ -228,7 +228,7 @@ class _Objective:
         trial.set_user_attr("config", cfg.to_dict())
         data = self.data.get(cfg)
         self._start_run_dir(run_dir, cfg, data, trial.number)
-        trainer = PruningTrainer(trial, cfg, run_dir, data, self.hw, DistInfo())
+        trainer = build_trainer(cfg, run_dir, data, self.hw, DistInfo(), callbacks=[PruningCallback(trial)])
         started = time.perf_counter()
         try:
             trainer.run()

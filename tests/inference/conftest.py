@@ -1,0 +1,13 @@
+"""Fixtures for the inference tests: the session's tiny model and its ONNX export, shared with tests/serving."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.serving.support import TinyModel, tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """The session's tiny cnn checkpoint and its ONNX export (trained / exported once, in seconds)."""
+    return tiny_model(tmp_path_factory.getbasetemp())

@@ -216,7 +216,7 @@ def test_bad_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     cfg = tmp_path / "c.yaml"
     cfg.write_text("learning_rate: 0.1\n")
     assert main(["train", "--config", str(cfg), "--data", str(tmp_path), "--output", str(tmp_path / "r")]) == 2
-    assert "unknown training option(s): learning_rate" in capsys.readouterr().err
+    assert "unknown training option 'learning_rate' (did you mean 'lr'?)" in capsys.readouterr().err
 
 
 def test_image_cache_is_reused_and_invalidated(tiny_data: Path, tmp_path: Path) -> None:

@@ -73,10 +73,20 @@ def _configure_logging(verbosity: int) -> None:
     logging.getLogger("pneumoscan").setLevel(min(level, logging.INFO))
 
 
+def _report(err: PneumoError) -> int:
+    """Print ``error: <message>`` (one line) and return the exit code 2."""
+    kind = error_kind(err)  # the same table the server answers with (pneumoscan.errors.ERROR_TABLE)
+    print(f"error: {err}" if kind == "error" else f"error: {err} ({kind})", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Returns the process exit code (0 ok, 1 some inputs failed, 2 error)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # option values are checked while parsed (training.options): ConfigError
+    except PneumoError as err:
+        return _report(err)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -88,9 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PneumoError as err:
-        kind = error_kind(err)  # the same table the server answers with (pneumoscan.errors.ERROR_TABLE)
-        print(f"error: {err}" if kind == "error" else f"error: {err} ({kind})", file=sys.stderr)
-        return 2
+        return _report(err)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

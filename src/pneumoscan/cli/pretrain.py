@@ -18,42 +18,33 @@ import argparse
 import logging
 from pathlib import Path
 
-from pneumoscan.models.precision import PRECISIONS
-
 logger = logging.getLogger(__name__)
 
-_AUGMENT = ("rotation", "hflip", "zoom", "translate", "brightness", "contrast")
+#: The pneumoscan train options that pre-training uses (flags generated from TrainConfig) and its other defaults.
+TRAIN_OPTIONS = ("data", "data_options", "model", "image_size", "epochs", "batch_size", "lr", "weight_decay",
+                 "warmup_epochs", "pretrained", "weights", "augment.rotation", "augment.hflip", "augment.zoom",
+                 "augment.translate", "augment.brightness", "augment.contrast", "val_fraction", "test_fraction",
+                 "seed", "max_train_images", "precision", "device", "workers")
+PRETRAIN_DEFAULTS = {"model": "cnn", "image_size": 128, "epochs": 10, "batch_size": 64, "weight_decay": 1e-5,
+                     "warmup_epochs": 1}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from pneumoscan.training.config import TrainConfig
+    from pneumoscan.training.options import add_options
+
     p = sub.add_parser("pretrain", help="self-supervised pre-training on the training images (SimCLR)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", required=True, metavar="SPEC",
-                   help="as for pneumoscan train (repeatable); only its training split is used")
-    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--model", default="cnn", help="architecture to pre-train (default cnn)")
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (two views each; default 64)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-5)
-    p.add_argument("--warmup-epochs", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature (default 0.2)")
-    p.add_argument("--projection-dim", type=int, default=128)
-    p.add_argument("--hidden-dim", type=int, default=512)
-    p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (continued pre-training)")
-    p.add_argument("--weights", help="local ImageNet weights file for --pretrained")
-    for name in _AUGMENT:
-        p.add_argument(f"--aug-{name}", type=float, dest=f"aug_{name}",
-                       help=f"view augmentation {name} (default: strong SimCLR-style setting)")
-    p.add_argument("--no-probe", action="store_true", help="skip the linear probe at the end")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="as for pneumoscan train (must match it)")
-    p.add_argument("--test-fraction", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=0, help="as for pneumoscan train (must match it for the split)")
-    p.add_argument("--max-train-images", type=int)
-    p.add_argument("--precision", choices=PRECISIONS, default="auto")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=0)
+    shown: dict[str, object] = {**PRETRAIN_DEFAULTS, **dict.fromkeys(
+        (o for o in TRAIN_OPTIONS if o.startswith("augment.")), "strong SimCLR-style setting")}
+    add_options(p, TrainConfig, include=TRAIN_OPTIONS, defaults=shown, required=("data",))
+    # SSLConfig lives with the torch code (training.pretrain), which --help must not import: its flags are written
+    # here and their values checked by the same rules when the config is built (training.options.build).
+    p.add_argument("--temperature", help="NT-Xent temperature (default 0.2)")
+    p.add_argument("--projection-dim", help="output size of the projection head (default 128)")
+    p.add_argument("--hidden-dim", help="hidden size of the projection head (default 512)")
+    p.add_argument("--no-probe", dest="probe", action="store_const", const=False,
+                   help="skip the linear probe at the end")
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--output", "-o", type=Path, required=True, help="run folder (created; must be empty)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last.pt")
@@ -65,25 +56,16 @@ def run(args: argparse.Namespace) -> int:
 
     from pneumoscan.data.options import parse_data_options
     from pneumoscan.errors import ConfigError
-    from pneumoscan.training.config import AugmentConfig, TrainConfig
+    from pneumoscan.training.config import TrainConfig
+    from pneumoscan.training.options import build, given
     from pneumoscan.training.pretrain import SSL_AUGMENT, SSLConfig, pretrain
 
-    aug = asdict(SSL_AUGMENT)
-    for name in _AUGMENT:
-        value = getattr(args, f"aug_{name}")
-        if value is not None:
-            aug[name] = value
-    opts = parse_data_options(args.data_option)
-    cfg = TrainConfig(data=tuple(args.data), data_options=opts, model=args.model, image_size=args.image_size,
-                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      warmup_epochs=args.warmup_epochs, pretrained=args.pretrained, weights=args.weights,
-                      augment=AugmentConfig(**aug), val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                      seed=args.seed, max_train_images=args.max_train_images, precision=args.precision,
-                      device=args.device, workers=args.workers)
-    if args.batch_size < 2:
+    values = {**PRETRAIN_DEFAULTS, **given(args, TrainConfig, parse_data_options)}
+    values["augment"] = {**asdict(SSL_AUGMENT), **values.get("augment", {})}
+    cfg = TrainConfig.from_dict(values)
+    if cfg.batch_size < 2:
         raise ConfigError("--batch-size must be at least 2 (the other images of a batch are the negatives)")
-    ssl = SSLConfig(temperature=args.temperature, projection_dim=args.projection_dim, hidden_dim=args.hidden_dim,
-                    probe=not args.no_probe)
+    ssl = build(SSLConfig, given(args, SSLConfig))
     run_dir = pretrain(cfg, ssl, args.output, resume=args.resume, cache_dir=args.cache_dir)
     print(f"pre-training complete: {run_dir / 'encoder.pt'} "
           f"(fine-tune with: pneumoscan train --model {cfg.model} --init-from {run_dir / 'encoder.pt'} ...)")

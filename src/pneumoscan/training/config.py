@@ -1,5 +1,10 @@
 """Training configuration: one frozen dataclass, validated on construction, dumped to the run folder and embedded
-in every checkpoint. YAML files (``--config``, and what ``pneumoscan tune`` writes) only supply values."""
+in every checkpoint. YAML files (``--config``, and what ``pneumoscan tune`` writes) only supply values.
+
+Every option is declared once, as a field with its metadata (:func:`pneumoscan.training.options.opt`): the same
+declaration checks values from YAML, checkpoints and Python, and generates the ``pneumoscan train`` flags
+(:func:`pneumoscan.training.options.add_options`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import yaml
 
 from pneumoscan.core.atomic import atomic_write_text
 from pneumoscan.errors import ConfigError
+from pneumoscan.models.precision import Precision
+from pneumoscan.training.options import build, opt, validate
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "plateau", "constant")
@@ -19,6 +26,7 @@ BALANCE = ("loss", "sampler", "none")
 THRESHOLD_RULES = ("youden", "max_f1", "sensitivity", "fixed")
 SELECT_BY = ("pooled", "worst_source", "worst_group")
 INTENSITY = ("none", "equalize", "clahe")
+LEAK_CHECK = ("warn", "error", "off")
 
 
 @dataclass(frozen=True)
@@ -41,30 +49,25 @@ class AugmentConfig:
 
     The acquisition augmentations imitate other scanners and sites; each is applied to an image with probability 0.5
     (``jpeg`` and ``text``: with their own probability), independently of the label, so that none of these cues can
-    carry label information. They default to 0 (off), which keeps every earlier recipe unchanged.
+    carry label information. They default to 0 (off), which keeps every earlier recipe unchanged. The ``--help``
+    texts of the ``--aug-*`` flags are the lines above; the bounds are in the fields' metadata.
     """
 
-    rotation: float = 10.0
-    hflip: float = 0.5
-    zoom: float = 0.15
-    translate: float = 0.05
-    brightness: float = 0.1
-    contrast: float = 0.1
-    gamma: float = 0.0
-    blur: float = 0.0
-    noise: float = 0.0
-    jpeg: float = 0.0
-    downscale: float = 0.0
-    text: float = 0.0
+    rotation: float = field(default=10.0, metadata=opt(ge=0))
+    hflip: float = field(default=0.5, metadata=opt(ge=0, le=1))
+    zoom: float = field(default=0.15, metadata=opt(ge=0, lt=1))
+    translate: float = field(default=0.05, metadata=opt(ge=0))
+    brightness: float = field(default=0.1, metadata=opt(ge=0))
+    contrast: float = field(default=0.1, metadata=opt(ge=0))
+    gamma: float = field(default=0.0, metadata=opt(ge=0))
+    blur: float = field(default=0.0, metadata=opt(ge=0))
+    noise: float = field(default=0.0, metadata=opt(ge=0))
+    jpeg: float = field(default=0.0, metadata=opt(ge=0, le=1))
+    downscale: float = field(default=0.0, metadata=opt(ge=0, lt=1))
+    text: float = field(default=0.0, metadata=opt(ge=0, le=1))
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if getattr(self, f.name) < 0:
-                raise ConfigError(f"augment.{f.name} must be >= 0")
-        if self.hflip > 1 or self.zoom >= 1:
-            raise ConfigError("augment.hflip must be <= 1 and augment.zoom < 1")
-        if self.jpeg > 1 or self.text > 1 or self.downscale >= 1:
-            raise ConfigError("augment.jpeg and augment.text are probabilities (<= 1); augment.downscale must be < 1")
+        validate(self, prefix="augment.")
 
     @property
     def acquisition(self) -> bool:
@@ -79,77 +82,84 @@ class AugmentConfig:
                                    contrast=self.contrast * strength)
 
 
+#: ``--aug-acquisition``: moderate imitation of other scanners and sites (each part applied to half the images).
+ACQUISITION_PRESET = {"gamma": 0.3, "blur": 1.0, "noise": 0.03, "jpeg": 0.5, "downscale": 0.5, "text": 0.3}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run. See ``pneumoscan train --help`` for each option."""
+    """Everything that defines a training run; each field is one ``pneumoscan train`` option (``--help``)."""
 
-    data: tuple[str, ...] = ()
-    model: str = "resnet18"
-    image_size: int = 224
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    warmup_epochs: int = 0
-    pretrained: bool = False
-    weights: str | None = None
-    init_from: str | None = None
-    freeze_backbone: bool = False
-    drop_rate: float = 0.0
-    balance: str = "loss"
-    balance_sources: bool = False
-    balance_groups: bool = False
-    select_by: str = "pooled"
-    intensity: str = "none"
-    label_smoothing: float = 0.0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mean: float | None = None
-    std: float | None = None
-    lung_crop: bool = False
-    lung_margin: float = 0.1
-    lung_dim: float = 0.0
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
-    patience: int = 5
-    threshold_rule: str = "youden"
-    target_sensitivity: float = 0.95
-    precision: str = "auto"
-    device: str = "auto"
-    workers: int = 0
-    max_train_images: int | None = None
-    max_train_per_source: int | None = None
-    max_val_per_source: int | None = None
-    precise_bn: int = 0
-    data_options: dict[str, str] = field(default_factory=dict)
-    leak_check: str = "warn"
+    data: tuple[str, ...] = field(default=(), metadata=opt(
+        "folder ({train,val,test}/{NORMAL,PNEUMONIA}), manifest CSV or FORMAT:PATH; repeatable", metavar="SPEC"))
+    model: str = field(default="resnet18", metadata=opt("architecture (see `pneumoscan models`)"))
+    image_size: int = field(default=224, metadata=opt("square input size in pixels"))
+    epochs: int = field(default=10, metadata=opt("maximum epochs", ge=1, aka=("epoch", "n_epochs")))
+    batch_size: int = field(default=32, metadata=opt("images per step", ge=1))
+    lr: float = field(default=1e-3, metadata=opt("learning rate", gt=0, aka=("learning_rate",)))
+    weight_decay: float = field(default=1e-4, metadata=opt("weight decay of the optimizer", ge=0))
+    optimizer: str = field(default="adamw", metadata=opt("optimizer", choices=OPTIMIZERS))
+    scheduler: str = field(default="cosine", metadata=opt("learning-rate schedule", choices=SCHEDULERS))
+    warmup_epochs: int = field(default=0, metadata=opt("epochs of learning-rate warm-up"))
+    pretrained: bool = field(default=False, metadata=opt("start from ImageNet weights"))
+    weights: str | None = field(default=None, metadata=opt("local ImageNet weights file for --pretrained (offline)"))
+    init_from: str | None = field(default=None, metadata=opt(
+        "start from these weights: encoder.pt from `pneumoscan pretrain`, or a pneumoscan checkpoint of the same "
+        "architecture (the classifier is re-initialised when it does not fit)", metavar="FILE"))
+    freeze_backbone: bool = field(default=False, metadata=opt("train only the classifier head"))
+    drop_rate: float = field(default=0.0, metadata=opt("dropout rate before the classifier"))
+    balance: str = field(default="loss", metadata=opt("class imbalance: weighted loss, sampler or none",
+                                                      choices=BALANCE))
+    balance_sources: bool = field(default=False, metadata=opt("sample every --data source equally often"))
+    balance_groups: bool = field(default=False, metadata=opt(
+        "sample so that within every source × view cell NORMAL and PNEUMONIA are equally frequent (no acquisition "
+        "cue predicts the label in training)"))
+    select_by: str = field(default="pooled", metadata=opt(
+        "early stopping / best checkpoint by the validation ROC-AUC pooled, of the worst source, or of the worst "
+        "acquisition group (view:PA, view:AP, source:<no-view source>)", choices=SELECT_BY))
+    intensity: str = field(default="none", metadata=opt(
+        "per-image intensity standardisation, recorded in the checkpoint and applied by predict, serve and ONNX: "
+        "none, equalize (histogram) or clahe", choices=INTENSITY))
+    label_smoothing: float = field(default=0.0, metadata=opt("label smoothing of the loss"))
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=opt(prefix="aug", aka=("augmentation",)))
+    mean: float | None = field(default=None, metadata=opt("input normalisation mean (default: by pretrained or not)"))
+    std: float | None = field(default=None, metadata=opt(
+        "input normalisation standard deviation (default: by pretrained or not)"))
+    lung_crop: bool = field(default=False, metadata=opt(
+        "crop every image to its lung fields (shipped lung U-Net) before resizing; recorded in the checkpoint, so "
+        "predict/evaluate/serve crop the same way (images without lungs are used whole)"))
+    lung_margin: float = field(default=0.1, metadata=opt(
+        "with --lung-crop: margin around the lung box, fraction of its width/height", ge=0, le=1))
+    lung_dim: float = field(default=0.0, metadata=opt(
+        "with --lung-crop: darken what lies outside the lungs (0 = off; 1 = black)", ge=0, le=1))
+    val_fraction: float = field(default=0.15, metadata=opt("share of train patients held out for validation"))
+    test_fraction: float = field(default=0.15, metadata=opt("share carved as test when the data has no test split"))
+    seed: int = field(default=0, metadata=opt("random seed (split, initialisation, sampling)"))
+    patience: int = field(default=5, metadata=opt("early stopping: epochs without val ROC-AUC gain"))
+    threshold_rule: str = field(default="youden", metadata=opt("how the default threshold is chosen on val",
+                                                               choices=THRESHOLD_RULES))
+    target_sensitivity: float = field(default=0.95, metadata=opt("for --threshold-rule sensitivity", gt=0, lt=1))
+    precision: Precision = field(default="auto", metadata=opt("autocast (auto: by hardware)"))
+    device: str = field(default="auto", metadata=opt("auto, cpu or cuda[:N]"))
+    workers: int = field(default=0, metadata=opt("decode processes for the image cache (0 = all cores)"))
+    max_train_images: int | None = field(default=None, metadata=opt(
+        "train on a random subset (quick experiments); 0 = all images"))
+    max_train_per_source: int | None = field(default=None, metadata=opt(
+        "at most N training images of every source (random, same label mix; short experiments)", metavar="N"))
+    max_val_per_source: int | None = field(default=None, metadata=opt(
+        "at most N validation images of every source", metavar="N"))
+    precise_bn: int = field(default=0, metadata=opt(
+        "before each validation, recompute BatchNorm statistics as an exact average over N training images (fixes "
+        "lagging statistics of briefly trained networks; 0 = off)", metavar="N", ge=0))
+    data_options: dict[str, str] = field(default_factory=dict, metadata=opt(
+        "loader / label-policy option, e.g. uncertain=positive, views=all (repeatable)", flag="--data-option",
+        metavar="KEY=VALUE"))
+    leak_check: str = field(default="warn", metadata=opt("train/test shared patients or images", choices=LEAK_CHECK))
 
     def __post_init__(self) -> None:
-        def one_of(name: str, options: tuple[str, ...]) -> None:
-            if getattr(self, name) not in options:
-                raise ConfigError(f"{name} '{getattr(self, name)}' is not valid; choose from {', '.join(options)}")
-
-        one_of("optimizer", OPTIMIZERS)
-        one_of("scheduler", SCHEDULERS)
-        one_of("balance", BALANCE)
-        one_of("threshold_rule", THRESHOLD_RULES)
-        one_of("select_by", SELECT_BY)
-        one_of("intensity", INTENSITY)
-        one_of("leak_check", ("warn", "error", "off"))
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("epochs and batch_size must be at least 1")
-        if not (self.lr > 0 and self.weight_decay >= 0):
-            raise ConfigError("lr must be > 0 and weight_decay >= 0")
+        validate(self)  # types, choices and bounds of every field, as declared above
         if self.init_from and (self.pretrained or self.weights):
             raise ConfigError("choose one starting point: --init-from or --pretrained/--weights")
-        if self.precise_bn < 0:
-            raise ConfigError("precise_bn must be >= 0 (number of training images; 0 = off)")
-        if not 0 < self.target_sensitivity < 1:
-            raise ConfigError("target_sensitivity must be between 0 and 1")
-        if not (0 <= self.lung_margin <= 1 and 0 <= self.lung_dim <= 1):
-            raise ConfigError("lung_margin and lung_dim must be between 0 and 1")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -158,75 +168,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from plain values (a YAML file, a checkpoint's ``config``), checking each value's type first so that
-        a wrong type is a :class:`ConfigError` naming the option, never a ``TypeError`` from deep inside."""
+        """Build from plain values (a YAML file, a checkpoint's ``config``, the command line): unknown keys and wrong
+        types or values are a one-line :class:`ConfigError` naming the option (:mod:`pneumoscan.training.options`)."""
         if not isinstance(data, dict):
             raise ConfigError(f"a training config must be a mapping of option: value, not {type(data).__name__}")
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(str(k) for k in set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = {name: _typed(name, known[name].type, value) for name, value in data.items() if name != "augment"}
-        if "augment" in data:
-            aug = data["augment"]
-            if isinstance(aug, AugmentConfig):
-                values["augment"] = aug
-            else:
-                if not isinstance(aug, dict):
-                    raise ConfigError(f"augment must be a mapping of option: number, not {type(aug).__name__}")
-                aug_fields = {f.name: f for f in dataclasses.fields(AugmentConfig)}
-                bad = sorted(str(k) for k in set(aug) - set(aug_fields))
-                if bad:
-                    raise ConfigError(f"unknown augment option(s): {', '.join(bad)}; known: "
-                                      f"{', '.join(sorted(aug_fields))}")
-                values["augment"] = AugmentConfig(**{k: _typed(f"augment.{k}", aug_fields[k].type, v)
-                                                     for k, v in aug.items()})
-        return cls(**values)
+        return build(cls, data, what="training option")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _typed(name: str, annotation: object, value: Any) -> Any:
-    """``value`` checked against a field annotation (as written: ``int``, ``float | None``, ``tuple[str, ...]``, ...).
-
-    Ints are accepted for floats; bools never count as numbers; ``data`` may be one string or a list of strings.
-    """
-    kind = str(annotation).replace(" ", "")
-    optional = kind.endswith("|None")
-    base = kind.removesuffix("|None")
-    if value is None and optional:
-        return None
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{name} must be {expected}, not {value!r:.60}")
-
-    if base == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if base == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
-            raise bad("a number")
-        return float(value)
-    if base == "bool":
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if base == "str":
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    if base == "tuple[str,...]":
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
-            raise bad("a string or a list of strings")
-        return tuple(items)
-    if base == "dict[str,str]":
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise bad("a mapping of name: value")
-        return {k: str(v) for k, v in value.items()}
-    return value  # pragma: no cover - a field type added without a rule here
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -317,7 +317,7 @@ class _Checked(argparse.Action):
 
 
 def _help(option: Option, default: Any) -> str | None:
-    text = option.meta.help or option.doc
+    text = option.meta.help or (option.doc or "").rstrip(".")
     if option.kind is not bool and default is not None and default not in ((), {}):
         text = f"{text} (default {default})" if text else f"default {default}"
     return text.replace("%", "%%") if text else None

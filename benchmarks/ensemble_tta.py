@@ -78,6 +78,11 @@ def checkpoint_probabilities(checkpoint: Path, rows: list[dict[str, str]],
     return np.concatenate(plain), np.concatenate(tta)
 
 
+def candidate_name(checkpoint: Path) -> str:
+    """``runs/r224/best.pt`` -> ``r224``; a named file keeps its stem."""
+    return checkpoint.parent.name if checkpoint.stem in ("best", "last") else checkpoint.stem
+
+
 def group_masks(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
     src = np.array([r["source"] for r in rows])
     view = np.array([(r.get("view") or "").upper() for r in rows])
@@ -172,14 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rows = {split: read_split(args.splits, split) for split in ("val", "test")}
     probs: dict[str, dict[str, np.ndarray]] = {}
-    for ckpt in args.checkpoint:
+    names = [candidate_name(c) for c in args.checkpoint]
+    for ckpt, name in zip(args.checkpoint, names, strict=True):
         per_split = {split: checkpoint_probabilities(ckpt, r, args.cache_dir) for split, r in rows.items()}
-        probs[ckpt.stem] = {s: v[0] for s, v in per_split.items()}
-        probs[f"{ckpt.stem} + TTA"] = {s: v[1] for s, v in per_split.items()}
+        probs[name] = {s: v[0] for s, v in per_split.items()}
+        probs[f"{name} + TTA"] = {s: v[1] for s, v in per_split.items()}
         logger.info("scored %s", ckpt)
     if len(args.checkpoint) > 1:
         for suffix in ("", " + TTA"):
-            members = [f"{c.stem}{suffix}" for c in args.checkpoint]
+            members = [f"{n}{suffix}" for n in names]
             probs[f"ensemble of {len(members)}{suffix}"] = {
                 s: np.mean([probs[m][s] for m in members], axis=0) for s in rows}
     results = evaluate_candidates(probs, rows, args.bootstrap)

@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,40 +41,13 @@ from pneumoscan.models.precision import autocast
 from pneumoscan.models.registry import count_parameters, create_model
 from pneumoscan.training import engine
 from pneumoscan.training.augment import BatchAugment
-from pneumoscan.training.config import AugmentConfig, TrainConfig
+from pneumoscan.training.config import SSLConfig, TrainConfig
 from pneumoscan.training.engine import batches, to_input
 from pneumoscan.training.setup import build_optimizer, build_scheduler, prepare_data, prepare_run_dir, preprocess_for
 
 logger = logging.getLogger(__name__)
 
 ENCODER_KIND = "ssl-encoder"
-# Views for contrastive learning must differ much more than supervised augmentation would make them: large crops,
-# stronger intensity changes (SimCLR's ablations: crop + colour distortion carry most of the benefit).
-SSL_AUGMENT = AugmentConfig(rotation=15.0, hflip=0.5, zoom=0.5, translate=0.1, brightness=0.3, contrast=0.4)
-
-
-@dataclass(frozen=True)
-class SSLConfig:
-    """Self-supervised options on top of the data/model/optimiser fields of :class:`TrainConfig`.
-
-    Attributes:
-        temperature: softmax temperature of the NT-Xent loss (0.1–0.5 in the SimCLR paper; lower is sharper).
-        projection_dim: output size of the projection head (discarded after pre-training).
-        hidden_dim: hidden size of the projection head.
-        probe: fit a logistic-regression linear probe on the frozen features at the end and report its validation
-            ROC-AUC (labels are used only for this report, never for the weights).
-    """
-
-    temperature: float = 0.2
-    projection_dim: int = 128
-    hidden_dim: int = 512
-    probe: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError("temperature must be > 0")
-        if self.projection_dim < 1 or self.hidden_dim < 1:
-            raise ConfigError("projection_dim and hidden_dim must be at least 1")
 
 
 def nt_xent_loss(z: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -276,7 +249,7 @@ def pretrain(cfg: TrainConfig, ssl: SSLConfig, output: str | Path, *, resume: bo
     if resumed is not None:
         saved = TrainConfig.from_dict(resumed["config"])
         cfg = saved.replace(epochs=max(cfg.epochs, saved.epochs))
-        ssl = SSLConfig(**resumed["ssl"])
+        ssl = SSLConfig.from_dict(resumed["ssl"])
     data = prepare_data(cfg, cache_dir)
     trainer = Pretrainer(cfg, ssl, run_dir, data.images["train"], hw)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,6 @@ from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.errors import ConfigError
 from pneumoscan.models.checkpoint import FORMAT_VERSION, save_checkpoint
 from pneumoscan.models.hardware import Hardware, resolve_hardware
-from pneumoscan.models.precision import autocast
 from pneumoscan.models.registry import count_parameters, create_model
 from pneumoscan.training import engine
 from pneumoscan.training.augment import BatchAugment
@@ -121,8 +120,7 @@ class Pretrainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
-        # fp16 gradients underflow without loss scaling: the same GradScaler rule as supervised training
-        self.scaler = torch.amp.GradScaler("cuda") if hw.amp_dtype is torch.float16 else None
+        self.scaler = engine.grad_scaler(hw)  # fp16: loss scaling, the same rule as supervised training
         self.loss_fn = NTXentLoss(ssl.temperature)
         self.order_gen = torch.Generator().manual_seed(cfg.seed + 11)
         self.augment = BatchAugment(cfg.augment, torch.Generator().manual_seed(cfg.seed + 23))
@@ -140,12 +138,8 @@ class Pretrainer:
                 **({"scaler": self.scaler.state_dict()} if self.scaler else {})}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        engine.restore_fit_state(state, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                 scaler=self.scaler)
         self.order_gen.set_state(state["rng"]["order"])
         self.augment.generator.set_state(state["rng"]["augment"])
         self.start_epoch = int(state["epoch"]) + 1
@@ -201,20 +195,10 @@ class Pretrainer:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-@torch.no_grad()
 def embed(encoder: nn.Module, images: np.ndarray, preprocess: PreprocessConfig, hw: Hardware,
           batch_size: int = 64) -> np.ndarray:
     """Pooled features (N, D) of uint8 images, in eval mode."""
-    was = encoder.training
-    encoder.eval()
-    out = []
-    try:
-        for idx in batches(np.arange(len(images)), batch_size):
-            with autocast(hw):
-                out.append(encoder(to_input(images[idx], preprocess, hw)).float().flatten(1).cpu().numpy())
-    finally:
-        encoder.train(was)
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+    return engine.forward_images(encoder, images, batch_size=batch_size, preprocess=preprocess, hw=hw)
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> dict[str, Any]:

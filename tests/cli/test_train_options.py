@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pneumoscan.cli.main import build_parser, main
 from pneumoscan.cli.train import config_from_args
-from pneumoscan.training.config import AugmentConfig, TrainConfig
+from pneumoscan.training.config import AugmentConfig, SSLConfig, TrainConfig
+from pneumoscan.training.options import given
 
 # Flags of train that are not TrainConfig fields.
 CLI_ONLY = {"--help", "--config", "--aug-acquisition", "--no-augment", "--cache-dir", "--output", "--resume"}
@@ -141,3 +144,61 @@ def test_pretrain_options_are_checked_by_the_same_rules(tmp_path: Path, capsys: 
     assert main(["pretrain", "--data", str(tmp_path), "--output", str(out), "--data-option", "views"]) == 2
     assert capsys.readouterr().err == "error: --data-option 'views': expected KEY=VALUE, found no '='\n"
     assert not out.exists()
+
+
+# -- pretrain's own options (SSLConfig) --------------------------------------------------------------------------
+
+#: Flags of pretrain that are neither TrainConfig nor SSLConfig fields.
+PRETRAIN_CLI_ONLY = {"--help", "--cache-dir", "--output", "--resume"}
+SSL_FLAGS = {"temperature": "--temperature", "projection_dim": "--projection-dim", "hidden_dim": "--hidden-dim",
+             "probe": "--no-probe"}
+
+
+def test_every_ssl_field_has_exactly_one_generated_pretrain_flag() -> None:
+    assert {f.name for f in dataclasses.fields(SSLConfig)} == set(SSL_FLAGS)
+    actions = [a for a in subparser("pretrain")._actions if a.option_strings]
+    for dest, flag in SSL_FLAGS.items():
+        matching = [a for a in actions if a.dest == dest]
+        assert len(matching) == 1, f"{dest}: {len(matching)} flags"
+        assert matching[0].option_strings == [flag]
+    train = expected_flags()
+    others = {s for a in actions if a.dest not in train and a.dest not in SSL_FLAGS for s in a.option_strings
+              if s.startswith("--")}
+    assert others == PRETRAIN_CLI_ONLY
+
+
+def test_pretrain_flags_keep_their_help_and_defaults() -> None:
+    helps = {a.dest: a.help for a in subparser("pretrain")._actions}
+    assert helps["temperature"] == "NT-Xent temperature (default 0.2)"
+    assert helps["projection_dim"] == "output size of the projection head (default 128)"
+    assert helps["hidden_dim"] == "hidden size of the projection head (default 512)"
+    assert helps["probe"] == "skip the linear probe at the end"
+    args = build_parser().parse_args(["pretrain", "--data", "d", "--output", "o"])
+    assert SSLConfig.from_dict(given(args, SSLConfig)) == SSLConfig(temperature=0.2, projection_dim=128,
+                                                                    hidden_dim=512, probe=True)
+    args = build_parser().parse_args(["pretrain", "--data", "d", "--output", "o", "--temperature", "0.5",
+                                      "--projection-dim", "64", "--hidden-dim", "256", "--no-probe"])
+    assert SSLConfig.from_dict(given(args, SSLConfig)) == SSLConfig(temperature=0.5, projection_dim=64,
+                                                                    hidden_dim=256, probe=False)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--temperature", "warm"], "temperature: expected a number, got 'warm'"),
+    (["--temperature", "0"], "temperature: must be > 0, got 0"),
+    (["--projection-dim", "2.5"], "projection_dim: expected an integer, got 2.5"),
+    (["--projection-dim", "wide"], "projection_dim: expected an integer, got 'wide'"),
+    (["--hidden-dim", "0"], "hidden_dim: must be >= 1, got 0"),
+])
+def test_wrong_pretrain_values_are_one_line_naming_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              flags: list[str], message: str) -> None:
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", str(tmp_path), "--output", str(out), *flags]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not out.exists()
+
+
+def test_pretrain_help_imports_no_torch() -> None:
+    """Why SSLConfig lives in training/config.py: generating the pretrain flags must not pull in the torch code."""
+    code = ("import sys\nfrom pneumoscan.cli.main import build_parser\nbuild_parser()\n"
+            "import pneumoscan.training.config\nassert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

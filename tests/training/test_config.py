@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pneumoscan.errors import ConfigError
-from pneumoscan.training.config import AugmentConfig, TrainConfig, dump_config, load_config_file
+from pneumoscan.training.config import SSL_AUGMENT, AugmentConfig, SSLConfig, TrainConfig, dump_config, load_config_file
 from pneumoscan.training.options import options
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def test_direct_construction_is_checked_too() -> None:
 
 
 def test_every_field_has_a_rule_and_its_default_passes() -> None:
-    for cls, prefix in ((TrainConfig, ""), (AugmentConfig, "augment.")):
+    for cls, prefix in ((TrainConfig, ""), (AugmentConfig, "augment."), (SSLConfig, "")):
         for option in options(cls, prefix):
             assert option.check(option.default) == option.default, option.label
 
@@ -125,3 +125,30 @@ def test_bad_yaml_file_names_the_file(tmp_path: Path) -> None:
     path.write_text("- lr\n- 0.1\n")
     with pytest.raises(ConfigError, match="a config file must be a mapping"):
         load_config_file(path)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"temperature": "abc"}, "temperature: expected a number, got 'abc'"),
+    ({"temperature": 0}, "temperature: must be > 0, got 0"),
+    ({"projection_dim": 2.5}, "projection_dim: expected an integer, got 2.5"),
+    ({"hidden_dim": 0}, "hidden_dim: must be >= 1, got 0"),
+    ({"probe": "false"}, "probe: expected true or false, got 'false'"),
+    ({"temprature": 0.1}, "unknown pre-training option 'temprature' (did you mean 'temperature'?)"),
+])
+def test_ssl_config_wrong_values_are_one_line_naming_the_option(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SSLConfig.from_dict(data)
+    assert str(info.value) == message
+
+
+def test_ssl_config_defaults_and_record_round_trip() -> None:
+    """The defaults pretrain has always used, and the ``ssl`` record a run stores (``asdict``) builds it back."""
+    ssl = SSLConfig()
+    assert (ssl.temperature, ssl.projection_dim, ssl.hidden_dim, ssl.probe) == (0.2, 128, 512, True)
+    changed = SSLConfig(temperature="0.5", projection_dim=np.int64(64), hidden_dim=256, probe=False)
+    assert type(changed.temperature) is float and type(changed.projection_dim) is int
+    assert SSLConfig.from_dict(dataclasses.asdict(changed)) == changed
+    with pytest.raises(ConfigError, match=r"^temperature: must be > 0, got -1$"):
+        SSLConfig(temperature=-1)
+    assert SSL_AUGMENT == AugmentConfig(rotation=15.0, hflip=0.5, zoom=0.5, translate=0.1, brightness=0.3,
+                                        contrast=0.4)

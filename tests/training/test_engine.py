@@ -194,3 +194,58 @@ def test_fp16_simclr_on_cuda_scales_the_loss(data: tuple[np.ndarray, np.ndarray]
     assert all(c["scaler"] is trainer.scaler for c in spy.calls)
     assert trainer.scaler.get_scale() > 1.0  # the loss was scaled (initial scale 65536, halved on overflow)
     assert set(trainer.state(0)["scaler"]) >= {"scale", "growth_factor"}
+
+
+# -- helpers the supervised loop and SimCLR share ---------------------------------------------------------------
+
+def test_forward_images_gives_logits_or_pooled_features_and_restores_the_mode(
+        data: tuple[np.ndarray, np.ndarray]) -> None:
+    images, _ = data
+    hw = resolve_hardware("cpu", "fp32")
+    pre = PreprocessConfig(image_size=SIDE)
+    torch.manual_seed(0)
+    classifier, encoder = create_model("cnn"), create_model("cnn", num_classes=0)
+    feats = engine.forward_images(encoder, images[:10], batch_size=4, preprocess=pre, hw=hw)
+    assert feats.dtype == np.float32 and feats.shape[0] == 10 and feats.shape[1] > 1 and encoder.training
+    logits = engine.forward_images(classifier, images[:10], batch_size=4, preprocess=pre, hw=hw)
+    assert logits.shape == (10, 1)
+    np.testing.assert_array_equal(predict_logits(classifier, images[:10], batch_size=4, preprocess=pre, hw=hw),
+                                  logits.reshape(-1))
+    assert engine.forward_images(encoder, images[:0], batch_size=4, preprocess=pre, hw=hw).shape == (0, 0)
+    assert predict_logits(classifier, images[:0], batch_size=4, preprocess=pre, hw=hw).shape == (0,)
+
+
+def test_grad_scaler_only_for_fp16() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GradScaler("cuda") without CUDA warns that it disables itself
+        assert isinstance(engine.grad_scaler(FP16_CPU), torch.amp.GradScaler)
+    assert engine.grad_scaler(Hardware("cpu", None, False, "cpu fp32")) is None
+    assert engine.grad_scaler(Hardware("cpu", torch.bfloat16, False, "cpu bf16")) is None
+
+
+def test_restore_fit_state_brings_back_weights_optimizer_scheduler_and_rng(data: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = data
+    hw = resolve_hardware("cpu", "fp32")
+    pre = PreprocessConfig(image_size=SIDE)
+
+    def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        model = create_model("cnn")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        return model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+    torch.manual_seed(0)
+    model, optimizer, scheduler = fresh()
+    train_one_epoch(model, images, labels, np.arange(16), batch_size=8, preprocess=pre, hw=hw, optimizer=optimizer,
+                    loss_fn=torch.nn.BCEWithLogitsLoss(), augment=None)
+    scheduler.step()
+    state = {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()}}
+    expected_draw = torch.rand(3)
+    torch.manual_seed(1)
+    other, other_opt, other_sched = fresh()
+    engine.restore_fit_state(state, model=other, optimizer=other_opt, scheduler=other_sched, scaler=None)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(other.state_dict()[k], v, msg=k)
+    assert other_sched.get_last_lr() == scheduler.get_last_lr() == [5e-4]
+    assert other_opt.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"] > 0
+    torch.testing.assert_close(torch.rand(3), expected_draw)

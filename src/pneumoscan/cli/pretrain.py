@@ -30,7 +30,7 @@ PRETRAIN_DEFAULTS = {"model": "cnn", "image_size": 128, "epochs": 10, "batch_siz
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from pneumoscan.training.config import TrainConfig
+    from pneumoscan.training.config import SSLConfig, TrainConfig
     from pneumoscan.training.options import add_options
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training on the training images (SimCLR)",
@@ -38,13 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     shown: dict[str, object] = {**PRETRAIN_DEFAULTS, **dict.fromkeys(
         (o for o in TRAIN_OPTIONS if o.startswith("augment.")), "strong SimCLR-style setting")}
     add_options(p, TrainConfig, include=TRAIN_OPTIONS, defaults=shown, required=("data",))
-    # SSLConfig lives with the torch code (training.pretrain), which --help must not import: its flags are written
-    # here and their values checked by the same rules when the config is built (training.options.build).
-    p.add_argument("--temperature", help="NT-Xent temperature (default 0.2)")
-    p.add_argument("--projection-dim", help="output size of the projection head (default 128)")
-    p.add_argument("--hidden-dim", help="hidden size of the projection head (default 512)")
-    p.add_argument("--no-probe", dest="probe", action="store_const", const=False,
-                   help="skip the linear probe at the end")
+    add_options(p, SSLConfig)  # --temperature, --projection-dim, --hidden-dim, --no-probe
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--output", "-o", type=Path, required=True, help="run folder (created; must be empty)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last.pt")
@@ -56,16 +50,16 @@ def run(args: argparse.Namespace) -> int:
 
     from pneumoscan.data.options import parse_data_options
     from pneumoscan.errors import ConfigError
-    from pneumoscan.training.config import TrainConfig
-    from pneumoscan.training.options import build, given
-    from pneumoscan.training.pretrain import SSL_AUGMENT, SSLConfig, pretrain
+    from pneumoscan.training.config import SSL_AUGMENT, SSLConfig, TrainConfig
+    from pneumoscan.training.options import given
+    from pneumoscan.training.pretrain import pretrain
 
     values = {**PRETRAIN_DEFAULTS, **given(args, TrainConfig, parse_data_options)}
     values["augment"] = {**asdict(SSL_AUGMENT), **values.get("augment", {})}
     cfg = TrainConfig.from_dict(values)
     if cfg.batch_size < 2:
         raise ConfigError("--batch-size must be at least 2 (the other images of a batch are the negatives)")
-    ssl = build(SSLConfig, given(args, SSLConfig))
+    ssl = SSLConfig.from_dict(given(args, SSLConfig))
     run_dir = pretrain(cfg, ssl, args.output, resume=args.resume, cache_dir=args.cache_dir)
     print(f"pre-training complete: {run_dir / 'encoder.pt'} "
           f"(fine-tune with: pneumoscan train --model {cfg.model} --init-from {run_dir / 'encoder.pt'} ...)")

@@ -3,7 +3,8 @@ in every checkpoint. YAML files (``--config``, and what ``pneumoscan tune`` writ
 
 Every option is declared once, as a field with its metadata (:func:`pneumoscan.training.options.opt`): the same
 declaration checks values from YAML, checkpoints and Python, and generates the ``pneumoscan train`` flags
-(:func:`pneumoscan.training.options.add_options`).
+(:func:`pneumoscan.training.options.add_options`). :class:`SSLConfig` (the options of ``pneumoscan pretrain`` on top of
+these) is declared the same way; this module imports no torch, so ``--help`` does not load it.
 """
 
 from __future__ import annotations
@@ -176,6 +177,40 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+#: The augmentation of ``pneumoscan pretrain`` unless flags change it. Views for contrastive learning must differ much
+#: more than supervised augmentation would make them: large crops, stronger intensity changes (SimCLR's ablations:
+#: crop + colour distortion carry most of the benefit).
+SSL_AUGMENT = AugmentConfig(rotation=15.0, hflip=0.5, zoom=0.5, translate=0.1, brightness=0.3, contrast=0.4)
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """Self-supervised (SimCLR) options of ``pneumoscan pretrain``, on top of the data/model/optimiser fields of
+    :class:`TrainConfig`; each field is one ``pneumoscan pretrain`` flag (``--help``).
+
+    Attributes:
+        temperature: softmax temperature of the NT-Xent loss (0.1–0.5 in the SimCLR paper; lower is sharper).
+        projection_dim: output size of the projection head (discarded after pre-training).
+        hidden_dim: hidden size of the projection head.
+        probe: fit a logistic-regression linear probe on the frozen features at the end and report its validation
+            ROC-AUC (labels are used only for this report, never for the weights).
+    """
+
+    temperature: float = field(default=0.2, metadata=opt("NT-Xent temperature", gt=0))
+    projection_dim: int = field(default=128, metadata=opt("output size of the projection head", ge=1))
+    hidden_dim: int = field(default=512, metadata=opt("hidden size of the projection head", ge=1))
+    probe: bool = field(default=True, metadata=opt("skip the linear probe at the end"))  # the flag is --no-probe
+
+    def __post_init__(self) -> None:
+        validate(self)  # types and bounds, as declared above
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SSLConfig:
+        """Build from plain values (the command line, a run's ``ssl`` record): unknown keys and wrong types or
+        values are a one-line :class:`ConfigError` naming the option."""
+        return build(cls, data, what="pre-training option")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ array: no DataLoader workers compete with the model for the two CPU cores, and n
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,17 +113,45 @@ def recompute_bn_stats(model: nn.Module, images: np.ndarray, indices: np.ndarray
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: np.ndarray, *, batch_size: int, preprocess: PreprocessConfig,
+def forward_images(model: nn.Module, images: np.ndarray, *, batch_size: int, preprocess: PreprocessConfig,
                    hw: Hardware) -> np.ndarray:
-    """Logits (N,) for uint8 images (N, S, S), in eval mode; restores the model's previous mode."""
+    """The model's outputs, flattened per image, for uint8 images (N, S, S): float32 (N, D), in eval mode under the
+    autocast of ``hw``; restores the model's previous mode. Logits (D = 1) for a classifier, pooled features for an
+    encoder (``num_classes=0``)."""
     was_training = model.training
     model.eval()
     out = []
     try:
         for idx in batches(np.arange(len(images)), batch_size):
             with autocast(hw):
-                logits = model(to_input(images[idx], preprocess, hw))
-            out.append(logits.float().reshape(-1).cpu().numpy())
+                outputs = model(to_input(images[idx], preprocess, hw))
+            out.append(outputs.float().flatten(1).cpu().numpy())
     finally:
         model.train(was_training)
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_logits(model: nn.Module, images: np.ndarray, *, batch_size: int, preprocess: PreprocessConfig,
+                   hw: Hardware) -> np.ndarray:
+    """Logits (N,) for uint8 images (N, S, S), in eval mode; restores the model's previous mode."""
+    return forward_images(model, images, batch_size=batch_size, preprocess=preprocess, hw=hw).reshape(-1)
+
+
+# -- resuming ---------------------------------------------------------------------------------------------------
+
+
+def grad_scaler(hw: Hardware) -> torch.amp.GradScaler | None:
+    """The loss scaler of a loop on ``hw``: fp16 gradients underflow without one; none for fp32 and bf16."""
+    return torch.amp.GradScaler("cuda") if hw.amp_dtype is torch.float16 else None
+
+
+def restore_fit_state(state: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                      scaler: torch.amp.GradScaler | None) -> None:
+    """Load what a saved run (``last.pt``) carries for the fit itself: weights, optimizer, scheduler, loss scaler
+    (when both have one) and the torch RNG. The loops restore their own generators and counters."""
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])

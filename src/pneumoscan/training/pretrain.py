@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,44 +37,16 @@ from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.errors import ConfigError
 from pneumoscan.models.checkpoint import FORMAT_VERSION, save_checkpoint
 from pneumoscan.models.hardware import Hardware, resolve_hardware
-from pneumoscan.models.precision import autocast
 from pneumoscan.models.registry import count_parameters, create_model
 from pneumoscan.training import engine
 from pneumoscan.training.augment import BatchAugment
-from pneumoscan.training.config import AugmentConfig, TrainConfig
+from pneumoscan.training.config import SSLConfig, TrainConfig
 from pneumoscan.training.engine import batches, to_input
 from pneumoscan.training.setup import build_optimizer, build_scheduler, prepare_data, prepare_run_dir, preprocess_for
 
 logger = logging.getLogger(__name__)
 
 ENCODER_KIND = "ssl-encoder"
-# Views for contrastive learning must differ much more than supervised augmentation would make them: large crops,
-# stronger intensity changes (SimCLR's ablations: crop + colour distortion carry most of the benefit).
-SSL_AUGMENT = AugmentConfig(rotation=15.0, hflip=0.5, zoom=0.5, translate=0.1, brightness=0.3, contrast=0.4)
-
-
-@dataclass(frozen=True)
-class SSLConfig:
-    """Self-supervised options on top of the data/model/optimiser fields of :class:`TrainConfig`.
-
-    Attributes:
-        temperature: softmax temperature of the NT-Xent loss (0.1–0.5 in the SimCLR paper; lower is sharper).
-        projection_dim: output size of the projection head (discarded after pre-training).
-        hidden_dim: hidden size of the projection head.
-        probe: fit a logistic-regression linear probe on the frozen features at the end and report its validation
-            ROC-AUC (labels are used only for this report, never for the weights).
-    """
-
-    temperature: float = 0.2
-    projection_dim: int = 128
-    hidden_dim: int = 512
-    probe: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError("temperature must be > 0")
-        if self.projection_dim < 1 or self.hidden_dim < 1:
-            raise ConfigError("projection_dim and hidden_dim must be at least 1")
 
 
 def nt_xent_loss(z: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -148,8 +120,7 @@ class Pretrainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
-        # fp16 gradients underflow without loss scaling: the same GradScaler rule as supervised training
-        self.scaler = torch.amp.GradScaler("cuda") if hw.amp_dtype is torch.float16 else None
+        self.scaler = engine.grad_scaler(hw)  # fp16: loss scaling, the same rule as supervised training
         self.loss_fn = NTXentLoss(ssl.temperature)
         self.order_gen = torch.Generator().manual_seed(cfg.seed + 11)
         self.augment = BatchAugment(cfg.augment, torch.Generator().manual_seed(cfg.seed + 23))
@@ -167,12 +138,8 @@ class Pretrainer:
                 **({"scaler": self.scaler.state_dict()} if self.scaler else {})}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        engine.restore_fit_state(state, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                 scaler=self.scaler)
         self.order_gen.set_state(state["rng"]["order"])
         self.augment.generator.set_state(state["rng"]["augment"])
         self.start_epoch = int(state["epoch"]) + 1
@@ -228,20 +195,10 @@ class Pretrainer:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-@torch.no_grad()
 def embed(encoder: nn.Module, images: np.ndarray, preprocess: PreprocessConfig, hw: Hardware,
           batch_size: int = 64) -> np.ndarray:
     """Pooled features (N, D) of uint8 images, in eval mode."""
-    was = encoder.training
-    encoder.eval()
-    out = []
-    try:
-        for idx in batches(np.arange(len(images)), batch_size):
-            with autocast(hw):
-                out.append(encoder(to_input(images[idx], preprocess, hw)).float().flatten(1).cpu().numpy())
-    finally:
-        encoder.train(was)
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+    return engine.forward_images(encoder, images, batch_size=batch_size, preprocess=preprocess, hw=hw)
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> dict[str, Any]:
@@ -276,7 +233,7 @@ def pretrain(cfg: TrainConfig, ssl: SSLConfig, output: str | Path, *, resume: bo
     if resumed is not None:
         saved = TrainConfig.from_dict(resumed["config"])
         cfg = saved.replace(epochs=max(cfg.epochs, saved.epochs))
-        ssl = SSLConfig(**resumed["ssl"])
+        ssl = SSLConfig.from_dict(resumed["ssl"])
     data = prepare_data(cfg, cache_dir)
     trainer = Pretrainer(cfg, ssl, run_dir, data.images["train"], hw)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,13 @@ from pneumoscan.models.hardware import Hardware
 from pneumoscan.training.augment import BatchAugment
 from pneumoscan.training.config import TrainConfig
 from pneumoscan.training.distributed import DistInfo, barrier, gather_objects
-from pneumoscan.training.engine import predict_logits, recompute_bn_stats, train_one_epoch
+from pneumoscan.training.engine import (
+    grad_scaler,
+    predict_logits,
+    recompute_bn_stats,
+    restore_fit_state,
+    train_one_epoch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +154,7 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.scaler = torch.amp.GradScaler("cuda") if hw.amp_dtype is torch.float16 else None
+        self.scaler = grad_scaler(hw)
         self.callbacks = list(callbacks)
         self.stopped_by: str | None = None
         labels = data.labels["train"]
@@ -198,12 +204,8 @@ class Trainer:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        restore_fit_state(state, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                          scaler=self.scaler)
         self.sample_gen.set_state(state["rng"]["sampler"])
         self.augment.generator.set_state(state["rng"]["augment"])
         self.start_epoch = int(state["epoch"]) + 1

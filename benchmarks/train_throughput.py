@@ -7,7 +7,7 @@ process, for one architecture and image size:
 - **compute**: forward + backward + optimizer step on a batch tensor already in memory, already normalised and in
   the model's memory format, under the autocast that :func:`pneumoscan.models.hardware.resolve_hardware` chose —
   the upper bound for training speed;
-- **pipeline**: :func:`pneumoscan.training.engine.train_one_epoch` — exactly what ``pneumoscan train`` runs — over a
+- **pipeline**: :func:`pneumoscan.training.trainer.train_one_epoch` — exactly what ``pneumoscan train`` runs — over a
   uint8 image cache memory-mapped from disk (decoded once by :func:`pneumoscan.data.cache.load_or_build` for
   ``--data``, or random images for ``synthetic``), with augmentation on;
 - **data only** (diagnostic): the pipeline's input side alone (cache read, ``to_input`` with augmentation).
@@ -49,7 +49,8 @@ from pneumoscan.models.precision import PRECISIONS, autocast
 from pneumoscan.models.registry import count_parameters, create_model
 from pneumoscan.training.augment import BatchAugment
 from pneumoscan.training.config import AugmentConfig
-from pneumoscan.training.engine import batches, to_input, train_one_epoch
+from pneumoscan.training.forward import batches, to_input
+from pneumoscan.training.trainer import train_one_epoch
 
 logger = logging.getLogger("benchmarks.train_throughput")
 

@@ -15,7 +15,7 @@ from pneumoscan.errors import ConfigError
 from pneumoscan.models.checkpoint import load_checkpoint
 from pneumoscan.models.hardware import resolve_hardware
 from pneumoscan.training.config import TrainConfig
-from pneumoscan.training.engine import recompute_bn_stats
+from pneumoscan.training.forward import recompute_bn_stats
 from tests.training.conftest import train_args
 
 

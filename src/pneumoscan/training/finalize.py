@@ -19,7 +19,7 @@ import numpy as np
 
 from pneumoscan.core.atomic import atomic_write_text
 from pneumoscan.models.checkpoint import load_checkpoint, save_checkpoint
-from pneumoscan.training.engine import predict_logits
+from pneumoscan.training.forward import predict_logits
 
 if TYPE_CHECKING:
     from pneumoscan.training.trainer import PreparedData, Trainer

@@ -38,10 +38,10 @@ from pneumoscan.errors import ConfigError
 from pneumoscan.models.checkpoint import FORMAT_VERSION, save_checkpoint
 from pneumoscan.models.hardware import Hardware, resolve_hardware
 from pneumoscan.models.registry import count_parameters, create_model
-from pneumoscan.training import engine
+from pneumoscan.training import trainer
 from pneumoscan.training.augment import BatchAugment
 from pneumoscan.training.config import SSLConfig, TrainConfig
-from pneumoscan.training.engine import batches, to_input
+from pneumoscan.training.forward import batches, forward_images, to_input
 from pneumoscan.training.setup import build_optimizer, build_scheduler, prepare_data, prepare_run_dir, preprocess_for
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def nt_xent_loss(z: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 class NTXentLoss(nn.Module):
-    """:func:`nt_xent_loss` as the loss function of :func:`pneumoscan.training.engine.train_step` (no targets: the
+    """:func:`nt_xent_loss` as the loss function of :func:`pneumoscan.training.trainer.train_step` (no targets: the
     pairing of the two views is the target)."""
 
     def __init__(self, temperature: float) -> None:
@@ -120,7 +120,7 @@ class Pretrainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
-        self.scaler = engine.grad_scaler(hw)  # fp16: loss scaling, the same rule as supervised training
+        self.scaler = trainer.grad_scaler(hw)  # fp16: loss scaling, the same rule as supervised training
         self.loss_fn = NTXentLoss(ssl.temperature)
         self.order_gen = torch.Generator().manual_seed(cfg.seed + 11)
         self.augment = BatchAugment(cfg.augment, torch.Generator().manual_seed(cfg.seed + 23))
@@ -138,8 +138,8 @@ class Pretrainer:
                 **({"scaler": self.scaler.state_dict()} if self.scaler else {})}
 
     def restore(self, state: dict[str, Any]) -> None:
-        engine.restore_fit_state(state, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                                 scaler=self.scaler)
+        trainer.restore_fit_state(state, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                  scaler=self.scaler)
         self.order_gen.set_state(state["rng"]["order"])
         self.augment.generator.set_state(state["rng"]["augment"])
         self.start_epoch = int(state["epoch"]) + 1
@@ -156,8 +156,8 @@ class Pretrainer:
             batch = self.images[np.sort(idx)]
             views = torch.cat([to_input(batch, self.preprocess, self.hw, self.augment),
                                to_input(batch, self.preprocess, self.hw, self.augment)])
-            loss = engine.train_step(self.model, self.loss_fn, views, None, optimizer=self.optimizer,
-                                     scaler=self.scaler, hw=self.hw)
+            loss = trainer.train_step(self.model, self.loss_fn, views, None, optimizer=self.optimizer,
+                                      scaler=self.scaler, hw=self.hw)
             total += float(loss) * len(idx)
             seen += len(idx)
             if progress is not None:
@@ -198,7 +198,7 @@ class Pretrainer:
 def embed(encoder: nn.Module, images: np.ndarray, preprocess: PreprocessConfig, hw: Hardware,
           batch_size: int = 64) -> np.ndarray:
     """Pooled features (N, D) of uint8 images, in eval mode."""
-    return engine.forward_images(encoder, images, batch_size=batch_size, preprocess=preprocess, hw=hw)
+    return forward_images(encoder, images, batch_size=batch_size, preprocess=preprocess, hw=hw)
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> dict[str, Any]:
@@ -235,27 +235,28 @@ def pretrain(cfg: TrainConfig, ssl: SSLConfig, output: str | Path, *, resume: bo
         cfg = saved.replace(epochs=max(cfg.epochs, saved.epochs))
         ssl = SSLConfig.from_dict(resumed["ssl"])
     data = prepare_data(cfg, cache_dir)
-    trainer = Pretrainer(cfg, ssl, run_dir, data.images["train"], hw)
+    pretrainer = Pretrainer(cfg, ssl, run_dir, data.images["train"], hw)
     run_dir.mkdir(parents=True, exist_ok=True)
     split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
              "data": list(cfg.data), "max_train_images": cfg.max_train_images, "sizes": data.info["splits"]}
     info = {"config": cfg.to_dict(), "ssl": asdict(ssl), "split": split, "hardware": hw.description,
-            "params": count_parameters(trainer.model.encoder), "pneumoscan": __version__, "torch": torch.__version__}
+            "params": count_parameters(pretrainer.model.encoder), "pneumoscan": __version__, "torch": torch.__version__}
     _write_json(run_dir / "pretrain.json", info)
     if resumed is not None:
-        trainer.restore(resumed)
-        logger.info("resuming %s at epoch %d", run_dir, trainer.start_epoch + 1)
+        pretrainer.restore(resumed)
+        logger.info("resuming %s at epoch %d", run_dir, pretrainer.start_epoch + 1)
     logger.info("SimCLR pre-training of %s (%.2f M params) on %d training images; %s", cfg.model,
-                count_parameters(trainer.model.encoder) / 1e6, len(data.images["train"]), hw.description)
+                count_parameters(pretrainer.model.encoder) / 1e6, len(data.images["train"]), hw.description)
     started = time.perf_counter()
-    trainer.run()
+    pretrainer.run()
     wall = time.perf_counter() - started
     probe = None
     if ssl.probe:
-        feats = {k: embed(trainer.model.encoder, data.images[k], trainer.preprocess, hw) for k in ("train", "val")}
+        feats = {k: embed(pretrainer.model.encoder, data.images[k], pretrainer.preprocess, hw)
+                 for k in ("train", "val")}
         probe = linear_probe(feats["train"], data.labels["train"], feats["val"], data.labels["val"])
         logger.info("linear probe on frozen features: validation ROC-AUC %s", probe.get("val_roc_auc"))
-    _write_json(run_dir / "pretrain.json", {**info, "history": trainer.history, "linear_probe": probe,
+    _write_json(run_dir / "pretrain.json", {**info, "history": pretrainer.history, "linear_probe": probe,
                                              "wall_seconds_this_session": round(wall, 1)})
-    save_checkpoint(trainer.encoder_state(split, probe), run_dir / "encoder.pt")
+    save_checkpoint(pretrainer.encoder_state(split, probe), run_dir / "encoder.pt")
     return run_dir

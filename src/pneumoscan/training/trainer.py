@@ -1,6 +1,11 @@
-"""The loop: :class:`Trainer` runs epochs of :func:`pneumoscan.training.engine.train_one_epoch` (the one training step,
-:func:`~pneumoscan.training.engine.train_step`, ends in ``optimizer.step()``), validates, selects the best epoch and
-writes ``last.pt``/``best.pt``/``metrics.csv`` after every epoch.
+"""The loop, down to ``optimizer.step()``: :class:`Trainer` runs epochs of :func:`train_one_epoch`, whose every batch
+goes through :func:`train_step` (autocast, loss, fp16 loss scaling, ``optimizer.step()``), validates, selects the
+best epoch and writes ``last.pt``/``best.pt``/``metrics.csv`` after every epoch.
+
+:func:`train_step` is the one place a batch meets ``optimizer.step()``: supervised training and SimCLR pre-training
+(:mod:`pneumoscan.training.pretrain`) both call it, each with its own loss function; :func:`grad_scaler` and
+:func:`restore_fit_state` are shared with SimCLR the same way. Batching and forward passes over the in-memory images
+are :mod:`pneumoscan.training.forward`.
 
 It is handed a built model, optimizer and scheduler (:func:`pneumoscan.training.setup.build_trainer`); it knows
 nothing about data sources or run folders beyond the files it writes. Code that needs to follow or stop the run
@@ -14,7 +19,7 @@ import io
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,16 +34,11 @@ from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.data.records import Record
 from pneumoscan.models.checkpoint import FORMAT_VERSION, save_checkpoint
 from pneumoscan.models.hardware import Hardware
+from pneumoscan.models.precision import autocast
 from pneumoscan.training.augment import BatchAugment
 from pneumoscan.training.config import TrainConfig
 from pneumoscan.training.distributed import DistInfo, barrier, gather_objects
-from pneumoscan.training.engine import (
-    grad_scaler,
-    predict_logits,
-    recompute_bn_stats,
-    restore_fit_state,
-    train_one_epoch,
-)
+from pneumoscan.training.forward import batches, predict_logits, recompute_bn_stats, to_input
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,80 @@ def selection_score(rule: str, pooled: float, groups: dict[str, float]) -> float
 def selection_record(rule: str) -> dict[str, str]:
     """What goes into the checkpoint and the model card about how the epoch was chosen."""
     return {"rule": rule, "definition": SELECTION_RULES[rule], "split": "validation (never test)"}
+
+
+# -- the training step, one epoch, resuming --------------------------------------------------------------------
+
+
+def grad_scaler(hw: Hardware) -> torch.amp.GradScaler | None:
+    """The loss scaler of a loop on ``hw``: fp16 gradients underflow without one; none for fp32 and bf16."""
+    return torch.amp.GradScaler("cuda") if hw.amp_dtype is torch.float16 else None
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def train_step(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor | None, *,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, hw: Hardware) -> torch.Tensor:
+    """One optimisation step on a batch: forward under the autocast of ``hw``, ``loss_fn(outputs.float(), targets)``,
+    backward and ``optimizer.step()``; returns the loss (detached).
+
+    With a ``scaler`` (fp16 on CUDA) the loss is scaled before backward and the step is skipped when the scaled
+    gradients overflow (``GradScaler.step``), as fp16 gradients would otherwise underflow to zero.
+    """
+    with autocast(hw):
+        outputs = model(inputs)
+    loss = loss_fn(outputs.float(), targets)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
+
+
+def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, order: np.ndarray, *,
+                    batch_size: int, preprocess: PreprocessConfig, hw: Hardware, optimizer: torch.optim.Optimizer,
+                    loss_fn: LossFn, augment: Callable[[torch.Tensor], torch.Tensor] | None,
+                    scaler: torch.amp.GradScaler | None = None, label_smoothing: float = 0.0,
+                    progress: object | None = None) -> float:
+    """Train over ``order`` (indices into images/labels) once; returns the mean loss.
+
+    ``progress`` is an optional tqdm bar updated with the running loss.
+    """
+    model.train()
+    total, seen = 0.0, 0
+    for idx in batches(order, batch_size):
+        sorted_idx = np.sort(idx)  # memmap reads are faster in file order; order inside a batch does not matter
+        inputs = to_input(images[sorted_idx], preprocess, hw, augment)
+        targets = torch.from_numpy(labels[sorted_idx].astype(np.float32)).to(hw.device).unsqueeze(1)
+        if label_smoothing:
+            targets = targets * (1 - label_smoothing) + 0.5 * label_smoothing
+        loss = train_step(model, loss_fn, inputs, targets, optimizer=optimizer, scaler=scaler, hw=hw)
+        total += float(loss) * len(idx)
+        seen += len(idx)
+        if progress is not None:
+            progress.update(len(idx))  # type: ignore[attr-defined]
+            progress.set_postfix(loss=f"{total / seen:.4f}")  # type: ignore[attr-defined]
+    return total / max(seen, 1)
+
+
+def restore_fit_state(state: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                      scaler: torch.amp.GradScaler | None) -> None:
+    """Load what a saved run (``last.pt``) carries for the fit itself: weights, optimizer, scheduler, loss scaler
+    (when both have one) and the torch RNG. The loops restore their own generators and counters."""
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+
+
+# -- the loop ----------------------------------------------------------------------------------------------------
 
 
 class Trainer:

@@ -1,5 +1,5 @@
-"""The training step (shared by supervised training and SimCLR), the epoch loop and batched inference over
-in-memory uint8 images (tiny custom CNN, CPU)."""
+"""The training step (shared by supervised training and SimCLR), one training epoch, the loss scaler and restoring a
+fit, all in :mod:`pneumoscan.training.trainer` (tiny custom CNN, CPU)."""
 
 from __future__ import annotations
 
@@ -14,46 +14,20 @@ import torch
 from pneumoscan.data.preprocess import PreprocessConfig
 from pneumoscan.models import create_model
 from pneumoscan.models.hardware import Hardware, resolve_hardware
-from pneumoscan.training import engine
+from pneumoscan.training import trainer
 from pneumoscan.training.config import TrainConfig
-from pneumoscan.training.engine import batches, predict_logits, recompute_bn_stats, to_input, train_one_epoch
+from pneumoscan.training.forward import predict_logits
 from pneumoscan.training.pretrain import NTXentLoss, Pretrainer, SSLConfig
-
-SIDE = 32
-
-
-@pytest.fixture()
-def data() -> tuple[np.ndarray, np.ndarray]:
-    """Bright discs (label 1) against dark backgrounds (label 0): learnable in a few steps."""
-    rng = np.random.default_rng(0)
-    labels = np.array([i % 2 for i in range(48)])
-    images = rng.integers(0, 60, size=(48, SIDE, SIDE), dtype=np.uint8)
-    yy, xx = np.mgrid[:SIDE, :SIDE]
-    disc = (yy - SIDE / 2) ** 2 + (xx - SIDE / 2) ** 2 < (SIDE / 4) ** 2
-    images[labels == 1] = np.where(disc, 220, images[labels == 1]).astype(np.uint8)
-    return images, labels
+from pneumoscan.training.trainer import train_one_epoch
+from tests.training.conftest import DISC_SIDE
 
 
-def test_batches_cover_every_index_once() -> None:
-    got = np.concatenate(list(batches(np.arange(10), 4)))
-    assert got.tolist() == list(range(10))
-    assert [len(b) for b in batches(np.arange(10), 4)] == [4, 4, 2]
-
-
-def test_to_input_normalises_and_adds_the_channel() -> None:
-    hw = resolve_hardware("cpu", "fp32")
-    batch = np.full((2, 16, 16), 255, dtype=np.uint8)
-    out = to_input(batch, PreprocessConfig(image_size=16, mean=0.5, std=0.25), hw)
-    assert out.shape == (2, 1, 16, 16) and out.dtype == torch.float32
-    assert torch.allclose(out, torch.full_like(out, 2.0))
-
-
-def test_training_lowers_the_loss_and_predict_restores_the_mode(data: tuple[np.ndarray, np.ndarray]) -> None:
-    images, labels = data
+def test_training_lowers_the_loss_and_predict_restores_the_mode(discs: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = discs
     torch.manual_seed(0)
     hw = resolve_hardware("cpu", "fp32")
     model = create_model("cnn").to(hw.device)
-    pre = PreprocessConfig(image_size=SIDE)
+    pre = PreprocessConfig(image_size=DISC_SIDE)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     order = np.random.default_rng(0).permutation(len(images))
@@ -67,21 +41,10 @@ def test_training_lowers_the_loss_and_predict_restores_the_mode(data: tuple[np.n
     assert logits[labels == 1].mean() > logits[labels == 0].mean()
 
 
-def test_precise_bn_replaces_running_statistics_with_the_exact_mean(data: tuple[np.ndarray, np.ndarray]) -> None:
-    images, _ = data
-    hw = resolve_hardware("cpu", "fp32")
-    model = torch.nn.Sequential(torch.nn.BatchNorm2d(1)).eval()
-    pre = PreprocessConfig(image_size=SIDE)
-    recompute_bn_stats(model, images, np.arange(len(images)), batch_size=16, preprocess=pre, hw=hw)
-    expected = float((images.astype(np.float64) / 255.0).mean())
-    assert float(model[0].running_mean) == pytest.approx(expected, rel=1e-4)
-    assert not model.training, "the mode it was called in is restored"
-
-
 # -- one training step for supervised training and SimCLR -------------------------------------------------------
 
 class _StepSpy:
-    """Stands in for ``engine.train_step``: records what every call receives, then runs the real step (or returns a
+    """Stands in for ``trainer.train_step``: records what every call receives, then runs the real step (or returns a
     constant loss with ``run=False``, for hardware this machine cannot run)."""
 
     def __init__(self, real: object, run: bool = True) -> None:
@@ -96,20 +59,21 @@ class _StepSpy:
 
 
 def _pretrainer(hw: Hardware, images: np.ndarray) -> Pretrainer:
-    cfg = TrainConfig(model="cnn", image_size=SIDE, batch_size=8, epochs=1, device="cpu", precision="fp32")
+    cfg = TrainConfig(model="cnn", image_size=DISC_SIDE, batch_size=8, epochs=1, device="cpu", precision="fp32")
     return Pretrainer(cfg, SSLConfig(probe=False), Path("unused"), images, hw)
 
 
 def test_supervised_training_and_simclr_go_through_the_same_train_step(
-        data: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
-    images, labels = data
-    spy = _StepSpy(engine.train_step)
-    monkeypatch.setattr(engine, "train_step", spy)
+        discs: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    images, labels = discs
+    spy = _StepSpy(trainer.train_step)
+    monkeypatch.setattr(trainer, "train_step", spy)
     hw = resolve_hardware("cpu", "fp32")
     model = create_model("cnn")
-    train_one_epoch(model, images, labels, np.arange(16), batch_size=8, preprocess=PreprocessConfig(image_size=SIDE),
-                    hw=hw, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
-                    loss_fn=torch.nn.BCEWithLogitsLoss(), augment=None)
+    train_one_epoch(model, images, labels, np.arange(16), batch_size=8,
+                    preprocess=PreprocessConfig(image_size=DISC_SIDE), hw=hw,
+                    optimizer=torch.optim.SGD(model.parameters(), lr=0.01), loss_fn=torch.nn.BCEWithLogitsLoss(),
+                    augment=None)
     supervised = list(spy.calls)
     assert len(supervised) == 2 and all(isinstance(c["loss_fn"], torch.nn.BCEWithLogitsLoss) for c in supervised)
     assert all(c["targets"].shape == (8, 1) for c in supervised)
@@ -118,7 +82,7 @@ def test_supervised_training_and_simclr_go_through_the_same_train_step(
     assert len(spy.calls) == 2 and math.isfinite(loss)
     for call in spy.calls:  # two augmented views per image, the NT-Xent loss, no targets
         assert isinstance(call["loss_fn"], NTXentLoss) and call["targets"] is None
-        assert call["inputs"] == (16, 1, SIDE, SIDE)
+        assert call["inputs"] == (16, 1, DISC_SIDE, DISC_SIDE)
 
 
 def test_train_step_steps_the_optimizer_through_the_scaler() -> None:
@@ -151,7 +115,7 @@ def test_train_step_steps_the_optimizer_through_the_scaler() -> None:
         torch.manual_seed(1)
         model = torch.nn.Linear(3, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        loss = engine.train_step(model, torch.nn.MSELoss(), inputs, targets, optimizer=optimizer,
+        loss = trainer.train_step(model, torch.nn.MSELoss(), inputs, targets, optimizer=optimizer,
                                  scaler=scaler, hw=hw)  # type: ignore[arg-type]
         assert not loss.requires_grad
         results.append(model.weight.detach().clone())
@@ -166,67 +130,51 @@ FP16_CPU = Hardware(device="cpu", amp_dtype=torch.float16, channels_last=False, 
 @pytest.mark.parametrize("hw, scaled", [(FP16_CPU, True), (Hardware("cpu", None, False, "cpu fp32"), False),
                                         (Hardware("cpu", torch.bfloat16, False, "cpu bf16"), False)])
 def test_simclr_trains_with_a_grad_scaler_exactly_in_fp16(hw: Hardware, scaled: bool,
-                                                          data: tuple[np.ndarray, np.ndarray],
+                                                          discs: tuple[np.ndarray, np.ndarray],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """fp16 SimCLR hands a GradScaler to the training step (it used to train unscaled); fp32 and bf16 need none."""
-    spy = _StepSpy(engine.train_step, run=False)  # fp16 cannot run on this CPU: only what the step receives counts
-    monkeypatch.setattr(engine, "train_step", spy)
+    spy = _StepSpy(trainer.train_step, run=False)  # fp16 cannot run on this CPU: only what the step receives counts
+    monkeypatch.setattr(trainer, "train_step", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # GradScaler("cuda") without CUDA warns that it disables itself
-        trainer = _pretrainer(hw, data[0][:16])
-    trainer.train_epoch()
-    assert spy.calls, "SimCLR did not go through engine.train_step"
+        pretrainer = _pretrainer(hw, discs[0][:16])
+    pretrainer.train_epoch()
+    assert spy.calls, "SimCLR did not go through trainer.train_step"
     for call in spy.calls:
         assert isinstance(call["scaler"], torch.amp.GradScaler) is scaled and call["hw"] is hw
-    assert ("scaler" in trainer.state(0)) is scaled
+    assert ("scaler" in pretrainer.state(0)) is scaled
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (fp16 autocast and a working GradScaler)")
-def test_fp16_simclr_on_cuda_scales_the_loss(data: tuple[np.ndarray, np.ndarray],
+def test_fp16_simclr_on_cuda_scales_the_loss(discs: tuple[np.ndarray, np.ndarray],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     hw = resolve_hardware("cuda", "fp16")
-    spy = _StepSpy(engine.train_step)
-    monkeypatch.setattr(engine, "train_step", spy)
-    trainer = _pretrainer(hw, data[0][:16])
-    loss = trainer.train_epoch()
+    spy = _StepSpy(trainer.train_step)
+    monkeypatch.setattr(trainer, "train_step", spy)
+    pretrainer = _pretrainer(hw, discs[0][:16])
+    loss = pretrainer.train_epoch()
     assert math.isfinite(loss)
-    assert trainer.scaler is not None and trainer.scaler.is_enabled()
-    assert all(c["scaler"] is trainer.scaler for c in spy.calls)
-    assert trainer.scaler.get_scale() > 1.0  # the loss was scaled (initial scale 65536, halved on overflow)
-    assert set(trainer.state(0)["scaler"]) >= {"scale", "growth_factor"}
+    assert pretrainer.scaler is not None and pretrainer.scaler.is_enabled()
+    assert all(c["scaler"] is pretrainer.scaler for c in spy.calls)
+    assert pretrainer.scaler.get_scale() > 1.0  # the loss was scaled (initial scale 65536, halved on overflow)
+    assert set(pretrainer.state(0)["scaler"]) >= {"scale", "growth_factor"}
 
 
-# -- helpers the supervised loop and SimCLR share ---------------------------------------------------------------
-
-def test_forward_images_gives_logits_or_pooled_features_and_restores_the_mode(
-        data: tuple[np.ndarray, np.ndarray]) -> None:
-    images, _ = data
-    hw = resolve_hardware("cpu", "fp32")
-    pre = PreprocessConfig(image_size=SIDE)
-    torch.manual_seed(0)
-    classifier, encoder = create_model("cnn"), create_model("cnn", num_classes=0)
-    feats = engine.forward_images(encoder, images[:10], batch_size=4, preprocess=pre, hw=hw)
-    assert feats.dtype == np.float32 and feats.shape[0] == 10 and feats.shape[1] > 1 and encoder.training
-    logits = engine.forward_images(classifier, images[:10], batch_size=4, preprocess=pre, hw=hw)
-    assert logits.shape == (10, 1)
-    np.testing.assert_array_equal(predict_logits(classifier, images[:10], batch_size=4, preprocess=pre, hw=hw),
-                                  logits.reshape(-1))
-    assert engine.forward_images(encoder, images[:0], batch_size=4, preprocess=pre, hw=hw).shape == (0, 0)
-    assert predict_logits(classifier, images[:0], batch_size=4, preprocess=pre, hw=hw).shape == (0,)
-
+# -- the loss scaler and resuming -----------------------------------------------------------------------------
 
 def test_grad_scaler_only_for_fp16() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # GradScaler("cuda") without CUDA warns that it disables itself
-        assert isinstance(engine.grad_scaler(FP16_CPU), torch.amp.GradScaler)
-    assert engine.grad_scaler(Hardware("cpu", None, False, "cpu fp32")) is None
-    assert engine.grad_scaler(Hardware("cpu", torch.bfloat16, False, "cpu bf16")) is None
+        assert isinstance(trainer.grad_scaler(FP16_CPU), torch.amp.GradScaler)
+    assert trainer.grad_scaler(Hardware("cpu", None, False, "cpu fp32")) is None
+    assert trainer.grad_scaler(Hardware("cpu", torch.bfloat16, False, "cpu bf16")) is None
 
 
-def test_restore_fit_state_brings_back_weights_optimizer_scheduler_and_rng(data: tuple[np.ndarray, np.ndarray]) -> None:
-    images, labels = data
+def test_restore_fit_state_brings_back_weights_optimizer_scheduler_and_rng(
+        discs: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = discs
     hw = resolve_hardware("cpu", "fp32")
-    pre = PreprocessConfig(image_size=SIDE)
+    pre = PreprocessConfig(image_size=DISC_SIDE)
 
     def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         model = create_model("cnn")
@@ -243,7 +191,7 @@ def test_restore_fit_state_brings_back_weights_optimizer_scheduler_and_rng(data:
     expected_draw = torch.rand(3)
     torch.manual_seed(1)
     other, other_opt, other_sched = fresh()
-    engine.restore_fit_state(state, model=other, optimizer=other_opt, scheduler=other_sched, scaler=None)
+    trainer.restore_fit_state(state, model=other, optimizer=other_opt, scheduler=other_sched, scaler=None)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(other.state_dict()[k], v, msg=k)
     assert other_sched.get_last_lr() == scheduler.get_last_lr() == [5e-4]

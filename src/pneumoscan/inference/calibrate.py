@@ -78,6 +78,31 @@ def recompute_splits(state: dict[str, Any], *, data: Sequence[str] | None = None
         f"recomputed from {', '.join(specs)} (seed {seed}, val fraction {val_fraction})")
 
 
+def sample_per_source(records: Sequence[Record], n: int, rng: np.random.Generator) -> list[Record]:
+    """At most ``n`` records, each source as fully represented as its size allows (water-filling).
+
+    Why: the gate learns what an in-scope X-ray looks like from these images. A plain random sample of a run whose
+    training set is 90 % Kermany holds a handful of images of a small source (8 of Montgomery's 51 in 800), and the
+    gate then refuses that hospital's films as unfamiliar — what happened to the Montgomery normals before this.
+    Sources are filled smallest first with an equal share of what is left; a source smaller than its share gives
+    all its images. The order of ``records`` is kept.
+    """
+    if len(records) <= n:
+        return list(records)
+    by_source: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_source.setdefault(r.source or "", []).append(i)
+    keep: list[int] = []
+    left = n
+    ordered = sorted(by_source, key=lambda s: (len(by_source[s]), s))
+    for k, source in enumerate(ordered):
+        idx = by_source[source]
+        quota = min(len(idx), left // (len(ordered) - k))
+        left -= quota
+        keep.extend(idx if quota == len(idx) else rng.choice(idx, quota, replace=False).tolist())
+    return [records[i] for i in sorted(keep)]
+
+
 def _attach_extra(by: dict[str, list[Record]], cfg: dict[str, Any]) -> None:
     """Give splits.csv records the manifest's further columns (view, age, ...), which it does not store.
 
@@ -212,8 +237,7 @@ def calibrate_checkpoint(checkpoint: str | Path, output: str | Path, *, data: Se
     cfg_seed = int((state.get("config") or {}).get("seed", 0) if seed is None else seed)
     rng = np.random.default_rng(cfg_seed)
     train = splits["train"]
-    if len(train) > max_train:
-        train = [train[i] for i in np.sort(rng.choice(len(train), max_train, replace=False))]
+    train = sample_per_source(train, max_train, rng)
     val = splits["val"]
     logger.info("fitting the gate on %d training images, threshold on %d validation images (%s)", len(train),
                 len(val), how)

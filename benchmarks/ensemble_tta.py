@@ -15,7 +15,7 @@ plain) says whether a gain is more than noise (``pneumoscan.evaluation.compare.b
 
 Groups as in ``benchmarks/group_eval.py``: ``kermany``, ``adult PA`` (rsna_adult PA + the lung_masks normals),
 ``view AP``; ``worst group`` = the lowest of the three validation ROC-AUCs (the training's ``--select-by
-worst_group``). Lung-crop checkpoints are not supported here (their preprocessing needs the lung model).
+worst_group``). Lung-crop checkpoints are cropped as in training (the lung model runs once; its maps are cached).
 
 Example::
 
@@ -66,9 +66,8 @@ def checkpoint_probabilities(checkpoint: Path, rows: list[dict[str, str]],
     from pneumoscan.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, precision="fp32")
-    if getattr(predictor.info.preprocess, "lung_crop", False):
-        raise SystemExit(f"{checkpoint}: lung-crop checkpoints are not supported by this script")
-    images = load_or_build([r["path"] for r in rows], predictor.info.preprocess, cache_dir)
+    segmenter = predictor.lung_segmenter() if predictor.info.preprocess.lung_crop else None
+    images = load_or_build([r["path"] for r in rows], predictor.info.preprocess, cache_dir, segmenter=segmenter)
     plain, tta = [], []
     for i in range(0, len(rows), 64):
         batch = np.asarray(images[i:i + 64])

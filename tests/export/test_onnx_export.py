@@ -22,16 +22,6 @@ from tests.serving.support import IMAGE_SIZE, TinyModel
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def torch_predictor(tiny: TinyModel) -> Predictor:
-    return Predictor.from_checkpoint(tiny.checkpoint, device="cpu", precision="fp32")
-
-
-@pytest.fixture(scope="module")
-def onnx_predictor(tiny: TinyModel) -> Predictor:
-    return Predictor.load(tiny.onnx, backend="onnx")
-
-
 def test_file_is_single_valid_model_with_metadata(tiny: TinyModel, torch_predictor: Predictor) -> None:
     assert not list(tiny.onnx.parent.glob("*.onnx.data")), "external data file written"
     assert not list(tiny.onnx.parent.glob(".*.tmp*")), "temporary file left behind"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serving.support import TinyModel, tiny_model
+from tests.serving.support import TinyModel, onnx_predictor, tiny_model, torch_predictor  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -21,16 +21,6 @@ from tests.serving.support import IMAGE_SIZE, NO_TORCH_MAIN, NO_TORCH_PRELUDE, T
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def torch_predictor(tiny: TinyModel) -> Predictor:
-    return Predictor.from_checkpoint(tiny.checkpoint, device="cpu", precision="fp32")
-
-
-@pytest.fixture(scope="module")
-def onnx_predictor(tiny: TinyModel) -> Predictor:
-    return Predictor.load(tiny.onnx, backend="onnx")
-
-
 def test_onnx_predictor_reports_the_same_model(torch_predictor: Predictor, onnx_predictor: Predictor) -> None:
     a, b = torch_predictor.info, onnx_predictor.info
     assert b.backend == "onnx"

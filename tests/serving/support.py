@@ -18,11 +18,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.fixtures import make_dataset_folder, make_xray_like, write_dicom
+
+if TYPE_CHECKING:
+    from pneumoscan.inference.predictor import Predictor
 
 IMAGE_SIZE = 32
 #: Python source that makes PyTorch (and what needs it) unimportable, as in ``pip install "pneumoscan[serve,onnx]"``.
@@ -74,6 +79,22 @@ def tiny_model(base: Path) -> TinyModel:
 
         export_onnx(checkpoint, onnx_path)
     return TinyModel(checkpoint, onnx_path)
+
+
+@pytest.fixture(scope="module")
+def torch_predictor(tiny: TinyModel) -> Predictor:
+    """The tiny model through the PyTorch backend (fp32, CPU); needs a ``tiny`` fixture in scope."""
+    from pneumoscan.inference.predictor import Predictor
+
+    return Predictor.from_checkpoint(tiny.checkpoint, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(tiny: TinyModel) -> Predictor:
+    """The tiny model's ONNX export through ONNX Runtime; needs a ``tiny`` fixture in scope."""
+    from pneumoscan.inference.predictor import Predictor
+
+    return Predictor.load(tiny.onnx, backend="onnx")
 
 
 def xray(seed: int = 1, size: int = 64, positive: bool = True) -> np.ndarray:

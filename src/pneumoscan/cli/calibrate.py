@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a run's splits.csv (default: the one beside --checkpoint, if any, unless --data is given)")
     p.add_argument("--seed", type=int, help="split seed (default: the checkpoint's)")
     p.add_argument("--val-fraction", type=float, help="validation fraction (default: the checkpoint's)")
-    p.add_argument("--max-train", type=int, default=3000, help="training images used to fit the gate (sampled evenly across sources)")
+    p.add_argument("--max-train", type=int, default=3000,
+                   help="training images used to fit the gate (sampled evenly across sources)")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="share of validation chest X-rays the gate accepts (its threshold is this quantile)")
     p.add_argument("--probe-xrays", type=int, default=150,

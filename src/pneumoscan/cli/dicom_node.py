@@ -24,6 +24,9 @@ def add_model_arguments(p: argparse.ArgumentParser, *, batch: bool = True) -> No
                    help="onnx is faster on CPU but cannot make --heatmap (Grad-CAM needs PyTorch)")
     p.add_argument("--heatmap", action="store_true",
                    help="also send a Secondary Capture of the Grad-CAM overlay into the same study")
+    p.add_argument("--population",
+                   help="operating point to label at, named in every SR (default: the model's default population; "
+                        "`pneumoscan models --checkpoint` or GET /v1/model list them)")
     if batch:
         p.add_argument("--batch-size", type=int, default=8, help="instances scored per model call (default 8)")
 
@@ -47,7 +50,8 @@ def build_scorer(args: argparse.Namespace) -> Any:
     from pneumoscan.inference.predictor import Predictor
 
     require("highdicom", "dicom-node")
-    return Scorer(Predictor.load(args.checkpoint, backend=args.backend), heatmap=args.heatmap)
+    return Scorer(Predictor.load(args.checkpoint, backend=args.backend, population=args.population),
+                  heatmap=args.heatmap)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from group_eval import read_split  # noqa: E402  (a sibling benchmark script)
+from group_eval import group_metrics, read_split  # noqa: E402  (a sibling benchmark script)
 
 logger = logging.getLogger("ensemble_tta")
 
@@ -93,8 +93,7 @@ def group_masks(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
 
 def score(y: np.ndarray, p: np.ndarray, base: np.ndarray, patients: list[str], threshold: float,
           masks: dict[str, np.ndarray], n_resamples: int) -> dict[str, Any]:
-    """Per group: ROC-AUC with CI, the paired CI of its difference to ``base``, accuracy/sens/spec at threshold."""
-    from pneumoscan.evaluation.bootstrap import bootstrap_ci, standard_metrics
+    """Per group: ``group_eval``'s figures at ``threshold`` plus the paired CI of the ROC-AUC difference to ``base``."""
     from pneumoscan.evaluation.compare import bootstrap_auc_difference
 
     out: dict[str, Any] = {}
@@ -102,19 +101,12 @@ def score(y: np.ndarray, p: np.ndarray, base: np.ndarray, patients: list[str], t
         if not m.any():
             continue
         ym, pm, gm = y[m], p[m], [patients[i] for i in np.flatnonzero(m)]
-        both = len(set(ym.tolist())) == 2
-        metrics = standard_metrics(threshold)
-        names = ["accuracy", "recall", "specificity"] + (["roc_auc"] if both else [])
-        if not both:
-            names = ["specificity"] if ym.max() == 0 else ["recall"]
-        ci = bootstrap_ci(ym, pm, {n: metrics[n] for n in names}, groups=gm, n_resamples=n_resamples, seed=0)
-        g = {("sensitivity" if n == "recall" else n): {k: ci[n][k] for k in ("value", "low", "high")} for n in names}
-        if both:
+        g = group_metrics(ym, pm, gm, threshold, n_resamples)
+        if "roc_auc" in g:
             diff = bootstrap_auc_difference(ym, pm, base[m], groups=gm, n_resamples=n_resamples, seed=0)
             g["roc_auc_minus_base"] = {"low": diff["ci_low"], "high": diff["ci_high"]}
         out[name] = g
     return out
-
 
 def evaluate_candidates(probs: dict[str, dict[str, np.ndarray]], rows: dict[str, list[dict[str, str]]],
                         n_resamples: int) -> list[dict[str, Any]]:
